@@ -1,0 +1,43 @@
+# vprof: `make help` lists the targets.  Every target runs `setup` first; it
+# is idempotent and takes seconds once done.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+VPROF  := $(VENV)/bin/vprof
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test unit lint typecheck docs bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup:  ## install packages, headers, mounts and the venv (idempotent)
+	@bash deploy/setup.sh --venv $(VENV) --dev
+
+demo: setup  ## run the micro-guest and watch it with vprof top
+	@bash deploy/demo.sh $(VPROF)
+
+test: setup  ## run the whole test suite (lint, types, unit, live, kvm, e2e)
+	$(VENV)/bin/ruff check vprof tests bench dashboards
+	$(VENV)/bin/ruff format --check vprof tests bench dashboards
+	$(VENV)/bin/mypy
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup  ## only the tests that need no root, BPF or KVM
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+lint: setup  ## ruff and mypy
+	$(VENV)/bin/ruff check vprof tests bench dashboards
+	$(VENV)/bin/ruff format --check vprof tests bench dashboards
+	$(VENV)/bin/mypy
+
+docs: setup  ## regenerate docs/ from the code (taxonomy, metrics) and dashboards
+	$(PY) -m vprof.taxonomy.docgen > docs/taxonomy.md
+	$(PY) -m vprof.sinks.catalogue > docs/metrics.md
+	$(PY) -m dashboards.build
+
+bench: setup  ## run the benchmarks under bench/ (not part of make test)
+	$(PY) bench/overhead.py
+	$(PY) bench/scrape.py
+
+clean:  ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""vprof: a production profiler for KVM hypervisor hosts."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from vprof.cli import main
+
+main()
