@@ -29,6 +29,10 @@ class Bucket(enum.StrEnum):
     UNCLASSIFIED = "unclassified"
 
 
+# Probe families: each compiles and attaches on its own and is switched off on
+# its own (vprof/bpf/).  Config files and `--families` use these names.
+PROBE_FAMILIES: tuple[str, ...] = ("exits", "io", "vmm", "privileged", "memory", "sched")
+
 OVERHEAD_BUCKETS: tuple[Bucket, ...] = (
     Bucket.PRIVILEGED,
     Bucket.MEMORY,
