@@ -1,0 +1,1 @@
+"""Grafana dashboards for vprof, generated from code: `python -m dashboards.build`."""

@@ -1,0 +1,260 @@
+"""Host dashboard: one hypervisor host, its VMs side by side."""
+
+from __future__ import annotations
+
+from dashboards.spec import (
+    OVERHEAD,
+    REMEDY,
+    VM,
+    DashboardSpec,
+    Kind,
+    Needs,
+    PanelSpec,
+    Query,
+    Row,
+    rate,
+    share,
+)
+
+_BUCKET = f'{VM}, bucket=~"$bucket"'
+_HIST = "vprof_vm_exit_handling_seconds_bucket"
+
+
+def _time_share(by: str, extra: str, per: str) -> str:
+    """Ledger time grouped `by`, as a share of the vCPU wall time of each `per` group."""
+    selector = f"{VM}, {extra}"
+    return share(f"sum by ({by}) ({rate('vprof_vm_time_seconds_total', selector)})", per, VM)
+
+
+BUCKETS = PanelSpec(
+    title="Overhead by bucket",
+    kind=Kind.STACKED,
+    unit="percentunit",
+    shows="Share of this host's vCPU time spent on overhead, by bucket, over time.",
+    when_high=(
+        "fix the biggest bucket: privileged -> hardware assists, memory -> huge pages, "
+        "I/O -> virtio/vhost or passthrough, context switch -> pinning and halt-polling."
+    ),
+    queries=(Query(_time_share("bucket", OVERHEAD, ""), "{{bucket}}"),),
+)
+
+LEDGER = PanelSpec(
+    title="Ledger shares per VM",
+    kind=Kind.TIMESERIES,
+    unit="percentunit",
+    shows=(
+        "Where each VM's vCPU time goes: guest code, in-kernel handling by bucket, VMM "
+        "userspace, run queue, halted."
+    ),
+    when_high=(
+        "a large kernel_* or vmm_userspace share is overhead: kernel_memory -> huge pages, "
+        "vmm_userspace or kernel_io -> virtio/vhost or passthrough, kernel_privileged -> "
+        "hardware assists, runqueue -> pinning."
+    ),
+    queries=(Query(_time_share("vm, category", 'category=~".+"', "vm"), "{{vm}} {{category}}"),),
+)
+
+EVENTS = PanelSpec(
+    title="Event rates per VM",
+    kind=Kind.TIMESERIES,
+    unit="ops",
+    shows="KVM exits and events per second for each VM, by bucket.",
+    when_high=(
+        "find the reason in Top reasons; each bucket has its fix: hardware assists, huge pages, "
+        "virtio/vhost or passthrough, pinning and halt-polling."
+    ),
+    queries=(
+        Query(
+            f"sum by (vm, bucket) ({rate('vprof_vm_events_total', _BUCKET)})",
+            "{{vm}} {{bucket}}",
+        ),
+    ),
+)
+
+REASONS = PanelSpec(
+    title="Top reasons",
+    kind=Kind.BARGAUGE,
+    unit="ops",
+    shows=(
+        "The exit reasons and KVM events with the highest rate on this host over the time "
+        "range (run `vprof explain REASON` for each)."
+    ),
+    when_high=(
+        "apply the fix for the reason's bucket: hardware assists for CPUID/MSR/CR/HLT traps, "
+        "huge pages for EPT/NPT violations, virtio/vhost or passthrough for PIO/MMIO."
+    ),
+    queries=(
+        Query(
+            "topk(15, sum by (bucket, isa, reason) ("
+            + rate("vprof_vm_reason_events_total", _BUCKET, "$__range")
+            + "))",
+            "{{reason}} ({{bucket}})",
+            instant=True,
+        ),
+    ),
+)
+
+HEATMAP = PanelSpec(
+    title="Exit handling time",
+    kind=Kind.HEATMAP,
+    unit="s",
+    shows="Distribution of time from VM exit to the next entry on this host, over time.",
+    when_high=(
+        "a band moving right means slow exits: look at the bucket in Exit handling p99, then "
+        "hardware assists, huge pages, vhost or passthrough, or pinning for that bucket."
+    ),
+    queries=(Query(f"sum by (le) ({rate(_HIST, _BUCKET)})", "{{le}}"),),
+    needs=Needs.EXIT_TIMING,
+)
+
+HANDLING_P99 = PanelSpec(
+    title="Exit handling p99 by bucket",
+    kind=Kind.TIMESERIES,
+    unit="s",
+    shows="99th percentile of exit handling time on this host, by bucket.",
+    when_high=(
+        "memory -> huge pages; I/O -> vhost or passthrough; privileged -> hardware assists; "
+        "context switch -> pinning and halt-polling."
+    ),
+    queries=(
+        Query(
+            f"histogram_quantile(0.99, sum by (bucket, le) ({rate(_HIST, _BUCKET)}))",
+            "{{bucket}}",
+        ),
+    ),
+    needs=Needs.EXIT_TIMING,
+)
+
+IO_BY_VM = PanelSpec(
+    title="I/O accesses by VM",
+    kind=Kind.BARGAUGE,
+    unit="ops",
+    shows="Guest port I/O and MMIO accesses per second for each VM over the time range.",
+    when_high=f"move the device to {REMEDY['io']}.",
+    queries=(
+        Query(
+            "topk(10, sum by (vm) (" + rate("vprof_vm_io_accesses_total", VM, "$__range") + "))",
+            "{{vm}}",
+            instant=True,
+        ),
+    ),
+)
+
+IO_BY_KIND = PanelSpec(
+    title="I/O by kind",
+    kind=Kind.STACKED,
+    unit="ops",
+    shows="Guest I/O accesses per second on this host, by kind (pio, mmio) and direction.",
+    when_high=(
+        "emulated devices trap every access: use virtio with vhost, or VFIO/SR-IOV passthrough."
+    ),
+    queries=(
+        Query(
+            f"sum by (kind, direction) ({rate('vprof_vm_io_accesses_total', VM)})",
+            "{{kind}} {{direction}}",
+        ),
+    ),
+)
+
+IO_BYTES = PanelSpec(
+    title="I/O bytes by kind",
+    kind=Kind.TIMESERIES,
+    unit="Bps",
+    shows="Bytes per second moved by trapped guest I/O accesses, by kind and direction.",
+    when_high=(
+        "bulk data through trapped accesses is the slowest path: virtio rings with vhost, or "
+        "passthrough."
+    ),
+    queries=(
+        Query(
+            f"sum by (kind, direction) ({rate('vprof_vm_io_bytes_total', VM)})",
+            "{{kind}} {{direction}}",
+        ),
+    ),
+)
+
+VMM_TIME = PanelSpec(
+    title="VMM userspace time per VM",
+    kind=Kind.TIMESERIES,
+    unit="percentunit",
+    shows="Share of each VM's vCPU time spent in the VMM process emulating devices.",
+    when_high=(
+        "device emulation in userspace: vhost (in-kernel or vhost-user) or passthrough moves "
+        "it off the vCPU."
+    ),
+    queries=(Query(_time_share("vm", 'category="vmm_userspace"', "vm"), "{{vm}}"),),
+)
+
+RUNQUEUE = PanelSpec(
+    title="Run-queue wait per VM",
+    kind=Kind.TIMESERIES,
+    unit="percentunit",
+    shows="Share of each VM's vCPU time spent runnable but waiting for a host CPU.",
+    when_high=(
+        f"the host is overcommitted or noisy neighbours share CPUs: {REMEDY['context_switch']}."
+    ),
+    queries=(
+        Query(
+            share(
+                f"sum by (vm) ({rate('vprof_vm_runqueue_wait_seconds_total', VM)})",
+                "vm",
+                VM,
+            ),
+            "{{vm}}",
+        ),
+    ),
+)
+
+PREEMPTIONS = PanelSpec(
+    title="Preemptions per VM",
+    kind=Kind.TIMESERIES,
+    unit="ops",
+    shows="Involuntary switches of each VM's vCPU threads off a host CPU, per second.",
+    when_high="other threads compete for the vCPU's host CPU: pin vCPUs to isolated host CPUs.",
+    queries=(Query(f"sum by (vm) ({rate('vprof_vm_preemptions_total', VM)})", "{{vm}}"),),
+)
+
+HALTED = PanelSpec(
+    title="Halted time per VM",
+    kind=Kind.TIMESERIES,
+    unit="percentunit",
+    shows="Share of each VM's vCPU time halted: the guest's own idleness, not overhead.",
+    when_high=(
+        "the guest is idle: if its wake-up latency matters tune halt-polling (halt_poll_ns), "
+        "otherwise consider fewer vCPUs for it."
+    ),
+    queries=(Query(_time_share("vm", 'category="halted"', "vm"), "{{vm}}"),),
+)
+
+WAKEUPS = PanelSpec(
+    title="Wake-ups and voluntary switches per VM",
+    kind=Kind.TIMESERIES,
+    unit="ops",
+    shows="Per second: vCPU wake-ups from halt, and voluntary switches (halt, ioctl waits).",
+    when_high=(
+        "frequent short halts pay a switch each: halt-polling keeps the vCPU on its host CPU, "
+        "and pinning keeps it warm."
+    ),
+    queries=(
+        Query(f"sum by (vm) ({rate('vprof_vm_wakeups_total', VM)})", "{{vm}} wake-ups"),
+        Query(
+            f"sum by (vm) ({rate('vprof_vm_voluntary_switches_total', VM)})",
+            "{{vm}} voluntary",
+        ),
+    ),
+)
+
+HOST = DashboardSpec(
+    uid="vprof-host",
+    title="vprof / Host",
+    description="One KVM host: overhead buckets, ledger, reasons, I/O and scheduling per VM.",
+    rows=(
+        Row("Buckets and ledger", (BUCKETS, LEDGER, EVENTS, REASONS)),
+        Row("Exit handling time", (HEATMAP, HANDLING_P99)),
+        Row("I/O", (IO_BY_VM, IO_BY_KIND, IO_BYTES, VMM_TIME)),
+        Row("Scheduling", (RUNQUEUE, PREEMPTIONS, HALTED, WAKEUPS)),
+    ),
+    variables=("datasource", "instance", "vm", "bucket"),
+    multi=("vm", "bucket"),
+    filename="vprof-host.json",
+)
