@@ -107,6 +107,8 @@ class ReasonStat:
     count: int
     handling_ns: int | None = None  # exit -> entry total; None where the host lacks timing
     hist: tuple[int, ...] | None = None  # log2 ns slots of handling time, HIST_SLOTS long
+    # Counts by the event's argument, e.g. {"msr 0x175 read": 5, "cpuid 0x40000000": 9}
+    details: Mapping[str, int] = field(default_factory=_frozen)
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,13 @@ def _diff_reason(cur: ReasonStat, prev: ReasonStat | None) -> ReasonStat:
     handling = cur.handling_ns
     if handling is not None and prev.handling_ns is not None:
         handling -= prev.handling_ns
-    return replace(cur, count=cur.count - prev.count, handling_ns=handling, hist=hist)
+    return replace(
+        cur,
+        count=cur.count - prev.count,
+        handling_ns=handling,
+        hist=hist,
+        details=_sub_map(cur.details, prev.details),
+    )
 
 
 def _diff_vcpu(cur: VcpuStat, prev: VcpuStat | None) -> VcpuStat:
