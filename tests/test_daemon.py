@@ -1,0 +1,239 @@
+"""The daemon's wiring with a fake source: HTTP, /healthz, reload, bad input.
+
+No root or BPF: the source factory is injected, as the real daemon injects the
+Profiler.  tests/test_daemon_signals.py drives the same fake through signals
+in a subprocess; tests/test_daemon_e2e.py runs the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from click.testing import CliRunner
+
+from vprof.config import DaemonConfig
+from vprof.daemon import Daemon, StartupError, daemon
+from vprof.model import Bucket, ProbeStatus, ReasonStat, Snapshot, VcpuStat, VmStat
+
+NS = 1_000_000_000
+
+
+class FakeSource:
+    """Counts up by `step` pio events per snapshot for one VM; records close()."""
+
+    instances: ClassVar[list[FakeSource]] = []
+
+    def __init__(self, cfg: DaemonConfig, step: int = 10) -> None:
+        self.cfg = cfg
+        self.step = step
+        self.calls = 0
+        self.closed = False
+        self.fail_next = False
+        FakeSource.instances.append(self)
+
+    def status(self) -> tuple[ProbeStatus, ...]:
+        return tuple(ProbeStatus(f, True, "") for f in self.cfg.families)
+
+    def snapshot(self) -> Snapshot:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("map read failed")
+        self.calls += 1
+        n = self.calls * self.step
+        vcpu = VcpuStat(tid=4242, index=0, wall_ns=n * 1000, ledger={"vmm_userspace": n * 1000})
+        vm = VmStat(
+            "4241:1", 4241, "fake-vm", "fake-vm", "test", "u-1", "vprof-guest", 1, (vcpu,),
+            (ReasonStat("event", "kvm_pio", Bucket.IO, n),),
+        )  # fmt: skip
+        return Snapshot(0.0, self.calls * NS, NS, "fake", False, (vm,), self.status())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers() -> Iterator[None]:
+    # The CLI installs the daemon's handlers; pytest's own must come back.
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[tuple[Daemon, str, Path]]:
+    conf = tmp_path / "vprof.toml"
+    conf.write_text(f'listen = "127.0.0.1:{free_port()}"\ninterval = 60\n')
+    from vprof import config
+
+    d = Daemon(config.load(str(conf)), FakeSource, str(conf), {})
+    d.start()
+    assert d.server is not None
+    host, port = d.server.server_address[:2]
+    try:
+        yield d, f"http://{host}:{port}", conf
+    finally:
+        d.shutdown()
+
+
+def test_metrics_and_healthz_over_http(started: tuple[Daemon, str, Path]) -> None:
+    d, url, _ = started
+    code, body = get(url + "/healthz")
+    assert code == 503 and json.loads(body)["last_interval_ok"] is False
+    d.tick()
+    code, body = get(url + "/healthz")
+    doc = json.loads(body)
+    assert code == 200 and doc["status"] == "ok" and "io" in doc["probes_attached"]
+    code, text = get(url + "/metrics")
+    assert code == 200
+    assert 'vprof_vm_events_total{bucket="io",vm="fake-vm"} 10.0' in text
+    assert get(url + "/nope")[0] == 404
+
+
+def test_failed_interval_is_counted_and_unhealthy(started: tuple[Daemon, str, Path]) -> None:
+    d, url, _ = started
+    d.tick()
+    FakeSource.instances[-1].fail_next = True
+    d.tick()
+    assert d.state.failures == 1 and not d.state.last_success
+    code, body = get(url + "/healthz")
+    assert code == 503 and json.loads(body)["last_interval_ok"] is False
+    d.tick()
+    assert get(url + "/healthz")[0] == 200
+
+
+def test_no_probe_attached_is_unhealthy(started: tuple[Daemon, str, Path]) -> None:
+    d, _, _ = started
+    d.tick()
+    d._probes = (ProbeStatus("io", False, "tracepoint missing"),)
+    code, doc = d.health()
+    assert code == 503 and doc["probes_off"] == {"io": "tracepoint missing"}
+
+
+def test_reload_live_keys_keeps_the_source(started: tuple[Daemon, str, Path]) -> None:
+    d, _, conf = started
+    d.tick()
+    source = d._source
+    conf.write_text(conf.read_text().replace("interval = 60", 'interval = 2\ngranularity = "vcpu"'))
+    d.reload()
+    assert d.cfg.interval == 2 and d.state.options.per_vcpu
+    assert d._source is source and d.state.reloads_ok == 1
+
+
+def test_reload_with_new_families_carries_counters(started: tuple[Daemon, str, Path]) -> None:
+    d, _, conf = started
+    d.tick()
+    d.tick()  # 20 events so far
+    before = d.registry.get_sample_value("vprof_vm_events_total", {"vm": "fake-vm", "bucket": "io"})
+    conf.write_text(conf.read_text() + 'families = ["io", "sched"]\n')
+    d.reload()
+    old = FakeSource.instances[-2]
+    assert old.closed and d.cfg.families == ("io", "sched")
+    d.tick()
+    after = d.registry.get_sample_value("vprof_vm_events_total", {"vm": "fake-vm", "bucket": "io"})
+    # The old source's final snapshot (30) plus the new one's first (10).
+    assert before == 20 and after == 40
+
+
+def test_bad_config_at_reload_keeps_the_old_one(
+    started: tuple[Daemon, str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    d, _, conf = started
+    conf.write_text(conf.read_text() + "intervall = 3\n")
+    d.reload()
+    assert d.cfg.interval == 60 and d.state.reloads_error == 1
+    assert "unknown key 'intervall'" in caplog.text and ":3:" in caplog.text
+
+
+def test_busy_port_is_a_startup_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        d = Daemon(DaemonConfig(listen=f"127.0.0.1:{port}"), FakeSource)
+        with pytest.raises(StartupError, match=r"cannot listen on 127\.0\.0\.1"):
+            d.start()
+    assert not FakeSource.instances or FakeSource.instances[-1].cfg.listen != f"127.0.0.1:{port}"
+
+
+def _one_line_exit_2(args: list[str]) -> str:
+    result = CliRunner().invoke(daemon, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_cli_port_in_use_exits_2_in_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        line = _one_line_exit_2(["--listen", f"127.0.0.1:{port}"])
+    assert "Address already in use" in line
+
+
+def test_cli_unbindable_address_exits_2() -> None:
+    line = _one_line_exit_2(["--listen", "192.0.2.1:9477"])  # TEST-NET-1: never local
+    assert "cannot listen on 192.0.2.1:9477" in line
+
+
+def test_cli_bad_flag_value_exits_2() -> None:
+    assert "--interval" in _one_line_exit_2(["--interval", "0"])
+    assert "unknown family 'bogus'" in _one_line_exit_2(["--families", "io,bogus"])
+    assert "not HOST:PORT" in _one_line_exit_2(["--listen", "nonsense"])
+
+
+def test_check_config(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('interval = 2.5\nfamilies = ["io"]\n')
+    result = CliRunner().invoke(daemon, ["--check-config", str(good)])
+    assert result.exit_code == 0 and result.output == f"{good}: ok\n"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('interval = 2.5\n\ngranularity = "per-thread"\n')
+    line = _one_line_exit_2(["--check-config", str(bad)])
+    assert line.startswith(f"vprof daemon: error: {bad}:3: granularity: must be one of")
+
+
+def test_concurrent_scrapes_see_whole_snapshots(started: tuple[Daemon, str, Path]) -> None:
+    d, url, _ = started
+    d.tick()
+    errors: list[str] = []
+
+    def scrape() -> None:
+        for _ in range(5):
+            code, text = get(url + "/metrics")
+            if code != 200 or "vprof_vm_events_total" not in text:
+                errors.append(str(code))
+
+    threads = [threading.Thread(target=scrape) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        d.tick()
+    for t in threads:
+        t.join()
+    assert errors == []

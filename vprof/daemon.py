@@ -1,0 +1,404 @@
+"""`vprof daemon`: the live pipeline behind a Prometheus /metrics endpoint.
+
+Wiring only.  A source (the Profiler in production, a fake in tests) is made
+by an injected factory; every interval the main thread takes a snapshot and
+publishes it for the collector (vprof/sinks/prometheus.py), which a threaded
+HTTP server serves with /healthz beside it.  Signals only set flags that the
+main loop acts on: SIGHUP reloads the config (keeping counters), SIGTERM and
+SIGINT detach every probe and exit 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from types import FrameType
+from typing import Any, NoReturn, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import click
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from vprof import config as cfgmod
+from vprof.config import ConfigError, DaemonConfig
+from vprof.model import ProbeStatus, Snapshot
+from vprof.sinks.carry import carry, remember
+from vprof.sinks.prometheus import ExportOptions, ExportState, SnapshotCollector
+
+log = logging.getLogger("vprof.daemon")
+
+
+class DaemonSource(Protocol):
+    """What the daemon polls: vprof.profiler.Profiler, or a fake in tests."""
+
+    def snapshot(self) -> Snapshot: ...
+
+    def status(self) -> tuple[ProbeStatus, ...]: ...
+
+    def close(self) -> None: ...
+
+
+SourceFactory = Callable[[DaemonConfig], DaemonSource]
+
+
+def profiler_source(cfg: DaemonConfig) -> DaemonSource:
+    """The real source: attaches the configured probe families (imports bcc)."""
+    from vprof.profiler import Profiler, ProfilerConfig  # type: ignore[import-not-found,unused-ignore]
+
+    source: DaemonSource = Profiler(
+        ProfilerConfig(
+            families=frozenset(cfg.families),
+            slow_exit_threshold_ns=cfg.slow_exit_threshold_ns,
+            proc_root=cfg.proc_root,
+            bpf_stats=cfg.bpf_stats,
+        )
+    )
+    return source
+
+
+class StartupError(Exception):
+    """A one-line reason the daemon cannot start (exit status 2)."""
+
+
+def _options(cfg: DaemonConfig) -> ExportOptions:
+    return ExportOptions(granularity=cfg.granularity, top_k=cfg.top_k)  # type: ignore[arg-type]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+        log.debug("http: " + format, *args)
+
+
+def bind(listen: str, app: Any) -> ThreadingWSGIServer:
+    """A server bound to `listen` (not yet serving); StartupError if it cannot bind."""
+    host, port = cfgmod.parse_listen(listen)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise StartupError(f"cannot listen on {listen}: {e.strerror}") from None
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    try:
+        return make_server(host, port, app, Server, handler_class=_QuietHandler)
+    except OSError as e:
+        raise StartupError(f"cannot listen on {listen}: {e.strerror or e}") from None
+
+
+class Daemon:
+    """State and main loop; `run()` returns the exit status."""
+
+    def __init__(
+        self,
+        cfg: DaemonConfig,
+        factory: SourceFactory,
+        config_path: str | None = None,
+        flags: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._factory = factory
+        self._config_path = config_path
+        self._flags = dict(flags or {})
+        self.state = ExportState(options=_options(cfg))
+        self._source: DaemonSource | None = None
+        self._base: Snapshot | None = None  # counters of replaced sources (see carry.py)
+        self._probes: tuple[ProbeStatus, ...] = ()
+        self._wake = threading.Event()
+        self._stop = False
+        self._hup = False
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(lambda: self.state))
+        self._metrics_app = make_wsgi_app(self.registry)
+        self.server: ThreadingWSGIServer | None = None
+
+    # --- HTTP ---------------------------------------------------------------
+
+    def app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            body: Iterable[bytes] = self._metrics_app(environ, start_response)
+            return body
+        if path == "/healthz":
+            code, doc = self.health()
+            data = json.dumps(doc, sort_keys=True).encode()
+            start_response(f"{code} {'OK' if code == 200 else 'Service Unavailable'}", _json(data))
+            return [data]
+        if path == "/":
+            text = b"vprof daemon: see /metrics and /healthz\n"
+            start_response(
+                "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))]
+            )
+            return [text]
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+        return [b"not found\n"]
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """200 when a probe is attached and the last interval succeeded, else 503."""
+        state, probes = self.state, self._probes
+        attached = [p.family for p in probes if p.attached]
+        age = time.time() - state.last_success_time if state.last_success_time else None
+        fresh = age is not None and age <= 3 * self.cfg.interval + 1
+        healthy = bool(attached) and state.last_success and fresh
+        doc = {
+            "status": "ok" if healthy else "unhealthy",
+            "probes_attached": attached,
+            "probes_off": {p.family: p.reason for p in probes if not p.attached},
+            "last_interval_ok": state.last_success,
+            "last_snapshot_age_seconds": None if age is None else round(age, 3),
+            "interval_seconds": self.cfg.interval,
+            "vms_tracked": len(state.snapshot.vms) if state.snapshot else 0,
+        }
+        return (200 if healthy else 503), doc
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind, then attach: a busy port fails before any probe is compiled."""
+        self.server = bind(self.cfg.listen, self.app)
+        threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+        host, port = self.server.server_address[:2]
+        log.info("serving /metrics and /healthz on %s:%s", host, port)
+        self._open_source(self.cfg)
+
+    def _open_source(self, cfg: DaemonConfig) -> None:
+        self._source = self._factory(cfg)
+        self._probes = self._source.status()
+        for p in self._probes:
+            if not p.attached:
+                log.warning("probe family %s is off: %s", p.family, p.reason)
+
+    def _close_source(self) -> None:
+        if self._source is None:
+            return
+        source, self._source = self._source, None
+        try:
+            source.close()
+        except Exception as e:  # shutting down must go on
+            log.error("detaching probes failed: %s", e)
+
+    def request_stop(self, *_: object) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def request_reload(self, *_: object) -> None:
+        self._hup = True
+        self._wake.set()
+
+    def install_signals(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.request_stop()
+
+        def hup(signum: int, frame: FrameType | None) -> None:
+            self.request_reload()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    def run(self) -> int:
+        """Snapshot every interval until stopped; detach and return 0."""
+        due = time.monotonic() + self.cfg.interval
+        try:
+            while not self._stop:
+                self._wake.wait(max(0.0, due - time.monotonic()))
+                self._wake.clear()
+                if self._stop:
+                    break
+                if self._hup:
+                    self._hup = False
+                    old = self.cfg.interval
+                    self.reload()
+                    due += self.cfg.interval - old
+                if time.monotonic() >= due:
+                    self.tick()
+                    due = max(due + self.cfg.interval, time.monotonic() + self.cfg.interval / 2)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self._close_source()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        log.info("probes detached; exiting")
+
+    def tick(self) -> None:
+        """Take one snapshot and publish it (a failure is logged and counted)."""
+        if self._source is None:
+            return
+        try:
+            snap = carry(self._base, self._source.snapshot())
+            self._probes = snap.probes or self._source.status()
+        except Exception as e:  # one bad interval must not kill the daemon
+            log.error("snapshot failed: %s: %s", type(e).__name__, e)
+            self.state = replace(self.state, last_success=False, failures=self.state.failures + 1)
+            return
+        self._log_slow_exits(self.state.snapshot, snap)
+        self.state = replace(
+            self.state, snapshot=snap, last_success=True, last_success_time=time.time()
+        )
+
+    def _log_slow_exits(self, prev: Snapshot | None, cur: Snapshot) -> None:
+        seen = {s.timestamp_ns for vm in prev.vms for s in vm.slow_exits} if prev else set()
+        for vm in cur.vms:
+            for s in vm.slow_exits:
+                if s.timestamp_ns not in seen:
+                    log.info(
+                        "slow exit: vm=%s vcpu=%s %s/%s %s took %.1f us",
+                        vm.name,
+                        s.vcpu,
+                        s.isa,
+                        s.reason,
+                        s.bucket.value,
+                        s.duration_ns / 1000,
+                    )
+
+    def reload(self) -> None:
+        """Re-read the config; keep the old one (and say why) if the new one is bad."""
+        try:
+            new = cfgmod.load(self._config_path, self._flags)
+        except ConfigError as e:
+            log.error("reload failed, keeping the running config: %s", e)
+            self.state = replace(self.state, reloads_error=self.state.reloads_error + 1)
+            return
+        if new.listen != self.cfg.listen:
+            log.warning(
+                "listen address change to %s needs a restart; still on %s",
+                new.listen,
+                self.cfg.listen,
+            )
+            new = replace(new, listen=self.cfg.listen)
+        if new.source_differs(self.cfg) and not self._swap_source(new):
+            self.state = replace(self.state, reloads_error=self.state.reloads_error + 1)
+            return
+        logging.getLogger("vprof").setLevel(new.log_level.upper())
+        changed = [
+            f.name
+            for f in dataclasses.fields(new)
+            if getattr(new, f.name) != getattr(self.cfg, f.name)
+        ]
+        self.cfg = new
+        self.state = replace(
+            self.state, options=_options(new), reloads_ok=self.state.reloads_ok + 1
+        )
+        log.info("config reloaded; changed: %s", ", ".join(changed) or "nothing")
+
+    def _swap_source(self, new: DaemonConfig) -> bool:
+        # Close first: the new Profiler attaches the same tracepoints.  The last
+        # snapshot of the old one becomes the base its successor adds to.
+        last = self.state.snapshot
+        if self._source is not None:
+            try:
+                last = carry(self._base, self._source.snapshot())
+            except Exception as e:  # fall back to the last published one
+                log.warning("final snapshot before reload failed: %s", e)
+        self._close_source()
+        if last is not None:
+            self._base = remember(self._base, last)
+        try:
+            self._open_source(new)
+        except Exception as e:  # fall back to the old config
+            log.error("reload failed to attach probes (%s); restoring the running config", e)
+            try:
+                self._open_source(self.cfg)
+            except Exception as again:  # /healthz reports the loss
+                log.error("re-attaching the running config failed too: %s", again)
+                self._probes = ()
+            return False
+        return True
+
+
+def _json(data: bytes) -> list[tuple[str, str]]:
+    return [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"vprof daemon: error: {message}", err=True)
+    sys.exit(2)
+
+
+_EPILOG = """\b
+Examples:
+  vprof daemon                                   # all probe families, port 9477
+  vprof daemon --config /etc/vprof/vprof.toml    # settings from a file
+  vprof daemon --listen 127.0.0.1:9477 --interval 2 --granularity vcpu
+  vprof daemon --check-config /etc/vprof/vprof.toml
+  curl -s localhost:9477/metrics; curl -s localhost:9477/healthz
+\b
+Overhead: the BPF probes aggregate in kernel maps; user space wakes once per
+interval, and a scrape only formats the latest snapshot.  See docs/metrics.md.
+"""
+
+
+@click.command(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option(
+    "--check-config", "check_path", type=click.Path(dir_okay=False), help="Validate FILE and exit."
+)
+@click.option("--listen", help=f"HOST:PORT to serve on [default: 0.0.0.0:{cfgmod.DEFAULT_PORT}].")
+@click.option("--interval", type=float, help="Seconds between snapshots [default: 5].")
+@click.option(
+    "--granularity", type=click.Choice(cfgmod.GRANULARITIES), help="Label detail [default: vm]."
+)
+@click.option(
+    "--top-k", type=int, help="Reasons/addresses kept per VM before 'other' [default: 5]."
+)
+@click.option(
+    "--slow-exit-threshold-us", type=float, help="Log exits slower than this [default: 1000]."
+)
+@click.option("--families", help="Comma-separated probe families [default: all].")
+@click.option("--bpf-stats/--no-bpf-stats", default=None, help="Export BPF program run time.")
+@click.option("--proc-root", help="Where /proc is mounted [default: /proc].")
+@click.option("--log-level", type=click.Choice(cfgmod.LOG_LEVELS), help="[default: info].")
+def daemon(config_path: str | None, check_path: str | None, **flags: Any) -> None:
+    """Serve Prometheus metrics of per-VM virtualization overhead.
+
+    Runs the live BPF pipeline continuously and serves /metrics (Prometheus
+    text format) and /healthz (JSON; 200 when probes are attached and the last
+    interval succeeded, else 503).  Flags override the config file.  SIGHUP
+    reloads the config without resetting counters; SIGTERM or SIGINT detach
+    every probe and exit 0.
+    """
+    if check_path is not None:
+        try:
+            cfgmod.load(check_path, flags)
+        except ConfigError as e:
+            _fail(str(e))
+        click.echo(f"{check_path}: ok")
+        return
+    try:
+        cfg = cfgmod.load(config_path, flags)
+    except ConfigError as e:
+        _fail(str(e))
+    logging.basicConfig(stream=sys.stderr, format="vprof daemon: %(levelname)s: %(message)s")
+    logging.getLogger("vprof").setLevel(cfg.log_level.upper())
+    sys.exit(serve(cfg, profiler_source, config_path, flags))
+
+
+def serve(
+    cfg: DaemonConfig, factory: SourceFactory, config_path: str | None, flags: dict[str, Any]
+) -> int:
+    """Run a daemon until a stop signal; its exit status."""
+    d = Daemon(cfg, factory, config_path, flags)
+    d.install_signals()
+    try:
+        d.start()
+    except StartupError as e:
+        _fail(str(e))
+    except Exception as e:  # e.g. no root or no bcc: one line, not a traceback
+        d.shutdown()
+        click.echo(f"vprof daemon: error: cannot attach probes: {type(e).__name__}: {e}", err=True)
+        return 1
+    return d.run()
