@@ -30,7 +30,10 @@ def _add_reason(old: ReasonStat, new: ReasonStat) -> ReasonStat:
     handling = new.handling_ns
     if old.handling_ns is not None and handling is not None:
         handling += old.handling_ns
-    return replace(new, count=old.count + new.count, handling_ns=handling, hist=hist)
+    details = _add_map(old.details, new.details)
+    return replace(
+        new, count=old.count + new.count, handling_ns=handling, hist=hist, details=details
+    )
 
 
 def _add_vcpu(old: VcpuStat, new: VcpuStat) -> VcpuStat:
