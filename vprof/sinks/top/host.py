@@ -1,0 +1,90 @@
+"""The header of `vprof top`: host-wide rates, CPU shares, probes, backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from vprof import sanitize
+from vprof.model import OVERHEAD_BUCKETS, Bucket, Ledger, Snapshot, bucket_of
+from vprof.sinks.top.view import interval_seconds
+
+
+@dataclass(frozen=True)
+class HostSummary:
+    timestamp: float  # time.time() at the end of the interval
+    backend: str
+    exit_timing: bool
+    interval_s: float | None
+    vm_count: int
+    events_per_s: Mapping[Bucket, float | None]
+    # Share of the host's CPU capacity (host_cpus x interval) per bucket, in %.
+    # Run-queue wait is waiting, not CPU use, so it is left out here.
+    cpu_pct: Mapping[Bucket, float | None]
+    guest_cpu_pct: float | None
+    probes_on: tuple[str, ...]
+    probes_off: tuple[tuple[str, str], ...]  # (family, why)
+    events_lost: int
+    decode_errors: int
+
+    def total_events_per_s(self) -> float | None:
+        if self.interval_s is None:
+            return None
+        return sum(v or 0.0 for v in self.events_per_s.values())
+
+
+def host_summary(snap: Snapshot, host_cpus: int) -> HostSummary:
+    secs = interval_seconds(snap)
+    counts = dict.fromkeys(Bucket, 0)
+    ns = dict.fromkeys(Bucket, 0)
+    guest_ns = 0
+    for vm in snap.vms:
+        for b, c in vm.events_by_bucket().items():
+            counts[b] += c
+        for cat, value in vm.ledger_total().items():
+            try:
+                cat_l = Ledger(cat)
+            except ValueError:
+                continue
+            bucket = bucket_of(cat_l)
+            if cat_l in (Ledger.GUEST, Ledger.IN_KVM_RUN):
+                guest_ns += value
+            elif bucket is not None and cat_l is not Ledger.RUNQUEUE:
+                ns[bucket] += value
+    capacity = snap.interval_ns * max(1, host_cpus)
+    return HostSummary(
+        timestamp=snap.timestamp,
+        backend=sanitize.display(snap.backend),
+        exit_timing=snap.exit_timing,
+        interval_s=secs,
+        vm_count=len(snap.vms),
+        events_per_s={b: (counts[b] / secs if secs else None) for b in Bucket},
+        cpu_pct={b: (100.0 * ns[b] / capacity if capacity > 0 else None) for b in Bucket},
+        guest_cpu_pct=100.0 * guest_ns / capacity if capacity > 0 else None,
+        probes_on=tuple(p.family for p in snap.probes if p.attached),
+        probes_off=tuple(
+            (p.family, sanitize.display(p.reason, 60)) for p in snap.probes if not p.attached
+        ),
+        events_lost=snap.events_lost,
+        decode_errors=snap.decode_errors,
+    )
+
+
+def host_fields(h: HostSummary) -> dict[str, object]:
+    """The header as flat, stable fields for --json."""
+    out: dict[str, object] = {
+        "backend": h.backend,
+        "exit_timing": h.exit_timing,
+        "interval_s": h.interval_s,
+        "vm_count": h.vm_count,
+        "events_per_s": h.total_events_per_s(),
+    }
+    for b in (*OVERHEAD_BUCKETS, Bucket.UNCLASSIFIED):
+        out[f"{b.value}_per_s"] = h.events_per_s[b]
+        out[f"{b.value}_cpu_pct"] = h.cpu_pct[b]
+    out["guest_cpu_pct"] = h.guest_cpu_pct
+    out["probes_on"] = list(h.probes_on)
+    out["probes_off"] = [{"family": f, "reason": r} for f, r in h.probes_off]
+    out["events_lost"] = h.events_lost
+    out["decode_errors"] = h.decode_errors
+    return out

@@ -1,0 +1,145 @@
+"""Text for the drill-down of one VM."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import RenderableType
+
+from vprof.model import SlowExit
+from vprof.sinks.top.drill import VCPU_COLUMNS, Drill, IoRow, ReasonRow
+from vprof.sinks.top.host import HostSummary
+from vprof.sinks.top.render import header_lines, line, status_line, table, to_text
+from vprof.sinks.top.state import UiState
+from vprof.sinks.top.view import BUCKET_TITLE, Column, Value, fit_columns
+
+REASON_COLUMNS: tuple[Column, ...] = (
+    Column("reason", "REASON", 20, 0, "text", ""),
+    Column("bucket", "BUCKET", 6, 2, "text", ""),
+    Column("count", "COUNT", 8, 3, "int", ""),
+    Column("per_s", "/s", 7, 1, "rate", ""),
+    Column("avg_us", "AVG µs", 8, 4, "num", "mean handling time"),
+    Column("p99_us", "P99≤µs", 8, 5, "num", "99th percentile, log2 slot bound"),
+    Column("isa", "ISA", 9, 6, "text", ""),
+)
+IO_COLUMNS: tuple[Column, ...] = (
+    Column("kind", "KIND", 4, 0, "text", ""),
+    Column("direction", "DIR", 5, 1, "text", ""),
+    Column("address", "ADDRESS", 12, 0, "text", ""),
+    Column("size", "SIZE", 4, 3, "int", ""),
+    Column("count", "COUNT", 8, 2, "int", ""),
+    Column("per_s", "/s", 7, 1, "rate", ""),
+)
+SLOW_COLUMNS: tuple[Column, ...] = (
+    Column("vcpu", "VCPU", 4, 1, "text", ""),
+    Column("reason", "REASON", 20, 0, "text", ""),
+    Column("bucket", "BUCKET", 6, 3, "text", ""),
+    Column("ms", "MS", 9, 0, "num", ""),
+    Column("when", "AT", 8, 2, "text", "wall clock of the exit"),
+)
+
+
+def _us(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def reason_values(r: ReasonRow) -> dict[str, Value]:
+    return {
+        "reason": r.reason,
+        "bucket": BUCKET_TITLE[r.bucket],
+        "count": r.count,
+        "per_s": r.per_s,
+        "avg_us": _us(r.avg_us),
+        "p99_us": _us(r.p99_us),
+        "isa": r.isa,
+    }
+
+
+def io_values(r: IoRow) -> dict[str, Value]:
+    return {
+        "kind": r.kind,
+        "direction": r.direction,
+        "address": f"0x{r.address:x}",
+        "size": r.size,
+        "count": r.count,
+        "per_s": r.per_s,
+    }
+
+
+def slow_values(s: SlowExit, now_mono_ns: int, now_wall: float) -> dict[str, Value]:
+    wall = now_wall - (now_mono_ns - s.timestamp_ns) / 1e9
+    return {
+        "vcpu": "?" if s.vcpu is None else str(s.vcpu),
+        "reason": s.reason,
+        "bucket": BUCKET_TITLE[s.bucket],
+        "ms": f"{s.duration_ns / 1e6:.3f}",
+        "when": time.strftime("%H:%M:%S", time.localtime(wall)),
+    }
+
+
+def _section(title: str, note: str = "") -> RenderableType:
+    return line((title, "bold underline"), (note, "dim"))
+
+
+def drill_parts(
+    d: Drill, width: int, now: tuple[int, float], exit_timing: bool
+) -> list[RenderableType]:
+    timing = "" if exit_timing else "  (no exit timing on this backend: times from events only)"
+    parts: list[RenderableType] = [
+        line(
+            ("VM ", "bold"),
+            (d.name, "bold cyan"),
+            f"  pid {d.pid}  vmm {d.vmm}  vCPUs {d.vcpu_count}  name from {d.name_source}",
+        ),
+        _section("vCPUs"),
+        table(fit_columns(VCPU_COLUMNS, width, flex=None, flex2=None), d.vcpus),
+        _section("Top reasons", timing),
+    ]
+    if d.reasons:
+        parts.append(
+            table(
+                fit_columns(REASON_COLUMNS, width, flex="reason", flex_max=32, flex2=None),
+                map(reason_values, d.reasons),
+            )
+        )
+    else:
+        parts.append(line(("  no events this interval", "dim")))
+    if d.explanation:
+        parts.append(line(("why: ", "bold"), f"{d.reasons[0].reason}: {d.explanation}"))
+    if d.remedy:
+        parts.append(line(("remedy: ", "bold"), d.remedy))
+    parts.append(_section("Busiest I/O ports and MMIO addresses"))
+    if d.io:
+        parts.append(
+            table(fit_columns(IO_COLUMNS, width, flex=None, flex2=None), map(io_values, d.io))
+        )
+    else:
+        parts.append(line(("  no port or MMIO accesses this interval", "dim")))
+    parts.append(_section("Slowest exits sampled", " (since reset)"))
+    if d.slow:
+        rows = [slow_values(s, *now) for s in d.slow]
+        parts.append(
+            table(fit_columns(SLOW_COLUMNS, width, flex="reason", flex_max=32, flex2=None), rows)
+        )
+    else:
+        parts.append(line(("  none over the threshold", "dim")))
+    return parts
+
+
+def render_drill(
+    host: HostSummary | None,
+    d: Drill | None,
+    ui: UiState,
+    width: int,
+    height: int | None,
+    color: bool = False,
+    now: tuple[int, float] = (0, 0.0),
+) -> str:
+    """The drill-down screen; `now` is (CLOCK_MONOTONIC ns, time.time()) of the data."""
+    parts: list[RenderableType] = list(header_lines(host)[:1])
+    parts.append(status_line(ui))
+    if d is None:
+        parts.append(line((f"VM {ui.drill_name or ui.drill} is gone (Esc: back)", "bold yellow")))
+    else:
+        parts += drill_parts(d, width, now, host.exit_timing if host else False)
+    return to_text(parts, width, height, color)
