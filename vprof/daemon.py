@@ -165,7 +165,8 @@ class Daemon:
     def start(self) -> None:
         """Bind, then attach: a busy port fails before any probe is compiled."""
         self.server = bind(self.cfg.listen, self.app)
-        threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+        serve = threading.Thread(target=self.server.serve_forever, args=(0.1,), name="http", daemon=True)
+        serve.start()
         host, port = self.server.server_address[:2]
         log.info("serving /metrics and /healthz on %s:%s", host, port)
         self._open_source(self.cfg)
