@@ -278,6 +278,7 @@ def test_remedy_names_the_technology() -> None:
         ("arm64:0x24", [("arm64", "DABT_LOW")]),
         ("kvm_pio", [("event", "kvm_pio")]),
         ("kvm:kvm_pio", [("event", "kvm_pio")]),
+        ("event:kvm_fpu", [("event", "kvm_fpu")]),
         ("KVM_EXIT_MMIO", [("userspace", "KVM_EXIT_MMIO")]),
         ("userspace:6", [("userspace", "KVM_EXIT_MMIO")]),
         ("CPUID", [("vmx", "CPUID"), ("svm", "cpuid")]),
@@ -313,6 +314,13 @@ def test_explain_shows_all_ambiguous_matches_and_flags() -> None:
     assert code == 0 and "0x072" in out and "isa:     vmx" in out
     code, out, _ = _run("vmx:0x80000021")
     assert code == 0 and "FAILED_VMENTRY" in out and "INVALID_STATE" in out
+
+
+def test_vprof_explain_is_wired_into_the_main_command() -> None:
+    from vprof.cli import main
+
+    result = CliRunner().invoke(main, ["explain", "npf"])
+    assert result.exit_code == 0 and "0x400" in result.stdout and "memory" in result.stdout
 
 
 def test_explain_json() -> None:

@@ -29,6 +29,7 @@ _PREFIXES = (
     "kvm:",
     "kvmmmu:",
     "sched:",
+    "event:",
 )
 _CODE = re.compile(r"^(?:unknown:)?(?P<isa>[a-z0-9]+):(?P<code>-?(?:0x[0-9a-f]+|\d+))$")
 

@@ -34,7 +34,7 @@ _EXCP_REASON = {
 }
 _CR_RW = "control-register access trapped"
 _DR_RW = "debug-register access trapped (guest debugging)"
-_CR_TRAP = "SEV-ES: control-register write reported after the fact for KVM's bookkeeping"
+_CR_TRAP = "SEV-ES: CR or EFER write reported after the fact, for KVM's bookkeeping"
 _DT = "descriptor-table register access trapped (UMIP emulation)"
 _NESTED = "SVM instruction by a guest hypervisor: KVM emulates it for nested virtualization"
 
