@@ -85,6 +85,26 @@ def test_parser_handles_expressions_concatenation_and_empty_tables() -> None:
     assert c.entries == ()
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0x040 + 0", 0x40),
+        ("-1", -1),
+        ("(1ULL << 3)", 8),
+        ("0x80000000UL", 0x80000000),
+        ("1 | 4", 5),
+    ],
+)
+def test_parser_evaluates_table_values(value: str, expected: int) -> None:
+    (table,) = symbol_tables(f'__print_symbolic(REC->x, {{ {value}, "n" }})')
+    assert table.entries == ((expected, "n"),)
+
+
+def test_parser_refuses_what_it_cannot_evaluate() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        symbol_tables('__print_symbolic(REC->x, { SOME_MACRO, "n" })')
+
+
 def test_parser_rejects_text_without_print_fmt() -> None:
     with pytest.raises(ValueError):
         print_fmt("name: x\nformat:\n")

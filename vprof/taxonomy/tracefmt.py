@@ -10,7 +10,9 @@ them.  Pure functions over text: no tracefs access here.
 from __future__ import annotations
 
 import ast
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _CALL = re.compile(r"__print_(symbolic|flags)\(")
@@ -68,9 +70,21 @@ def _balanced(text: str, start: int) -> str:
     raise ValueError("unbalanced parentheses in print fmt")
 
 
+_SUFFIX = re.compile(r"\b(0x[0-9a-fA-F]+|\d+)[uUlL]+\b")
+_BINOPS: dict[type[ast.operator], Callable[[int, int], int]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.LShift: operator.lshift,
+    ast.BitOr: operator.or_,
+}
+
+
 def _int_expr(text: str) -> int:
-    """Evaluate a value such as "0x040 + 13" or "-1": integer literals, + and -."""
-    node = ast.parse(text.strip().rstrip("ULul") or "0", mode="eval").body
+    """Evaluate a table value: integer literals with C suffixes, + - << | and unary -.
+
+    Kernel tables write values such as "0x040 + 13", "-1" or "(1ULL << 3)".
+    """
+    node = ast.parse(_SUFFIX.sub(r"\1", text.strip()), mode="eval").body
     return _eval(node)
 
 
@@ -79,10 +93,9 @@ def _eval(node: ast.expr) -> int:
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return -_eval(node.operand)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
-        left, right = _eval(node.left), _eval(node.right)
-        return left + right if isinstance(node.op, ast.Add) else left - right
-    raise ValueError(f"unsupported value expression: {ast.dump(node)}")
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        return _BINOPS[type(node.op)](_eval(node.left), _eval(node.right))
+    raise ValueError(f"unsupported value expression in print fmt: {ast.unparse(node)}")
 
 
 def symbol_tables(fmt: str) -> list[SymbolTable]:
