@@ -30,9 +30,14 @@ class TopOptions:
     color: bool = True
 
 
-def _fail(message: str) -> click.UsageError:
-    # No context: click prints the one line "Error: ..." and exits 2.
-    return click.UsageError(message)
+class BadInput(click.ClickException):
+    """Bad input: click prints the one line "Error: ..." (no usage block) and exits 2."""
+
+    exit_code = 2
+
+
+def _fail(message: str) -> BadInput:
+    return BadInput(message)
 
 
 def make_ui(opts: TopOptions) -> UiState:

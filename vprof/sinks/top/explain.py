@@ -2,7 +2,7 @@
 
 The drill-down shows why its top reason happens and what reduces it.  The
 taxonomy classifies by code, and snapshots carry names, so exit names are
-found by scanning each ISA's code space once (cached).  If the taxonomy is
+found by scanning each ISA's code space once (cached, case-insensitive).  If the taxonomy is
 missing or its interface differs, the view simply shows no explanation.
 """
 
@@ -39,11 +39,11 @@ def _names(isa: str) -> dict[str, Any]:
         if isa == "userspace":
             for code in _USERSPACE_CODES:
                 c = tax.userspace_exit(code)
-                out.setdefault(str(c.name), c)
+                out.setdefault(str(c.name).upper(), c)
         else:
             for code in _CODE_SPACE:
                 c = tax.classify_exit(isa, code)
-                out.setdefault(str(c.name), c)
+                out.setdefault(str(c.name).upper(), c)
     except _INTERFACE_ERRORS:
         return out
     return out
@@ -60,7 +60,7 @@ def reason_line(isa: str, reason: str) -> str | None:
             found: Any = tax.classify_event(reason)
         else:
             names = _names(isa)
-            found = names.get(reason) or names.get(reason.removeprefix("KVM_EXIT_"))
+            found = names.get(reason.upper()) or names.get(f"KVM_EXIT_{reason.upper()}")
     except _INTERFACE_ERRORS:
         return None
     text = getattr(found, "reason", None) if found is not None else None
