@@ -251,6 +251,21 @@ def test_plain_kvm_user_falls_back_and_maps_vcpus_by_ioctl(fake: FakeProc) -> No
     assert dict(only(inv.refresh()).vcpus) == dict(vm.vcpus)
 
 
+def test_kernel_worker_with_a_frozen_kvm_run_is_not_a_vcpu(fake: FakeProc) -> None:
+    # Seen on Linux 6.18: kvm-nx-lpage-recovery is a user worker forked from
+    # the first vCPU thread, and its syscall file shows that thread's KVM_RUN.
+    # The VMM also holds two descriptors per vCPU (dup'd): two vCPUs, not four.
+    fake.vm(700, "kvmtest", ["./kvmtest"], vcpus=2, threads={702: "kvmtest"})
+    for n in (0, 1):
+        (fake.proc / "700" / "fd" / str(20 + n)).symlink_to(f"anon_inode:kvm-vcpu:{n}")
+    fake.thread(700, 703, "kvm-nx-lpage-re", flags=0x404040)
+    fake.blocked_in(700, 703, "16 0xb 0xae80 0x0 0x0 0x0 0x7f64eaf1e420 0x0 0x0")
+    vm = only(refresh(fake))
+    assert vm.vcpu_count == 2 and vm.vcpu_ids == (0, 1)
+    assert dict(vm.vcpus) == {}
+    assert vm.threads[703].role == "other"
+
+
 def test_kvm_event_vcpu_ids_fill_in_unnamed_threads(fake: FakeProc) -> None:
     fake.vm(700, "kvmtest", ["./kvmtest"], vcpus=2, threads={701: "kvmtest", 702: "kvmtest"})
     inv = Inventory(str(fake.proc), str(fake.sys))

@@ -23,6 +23,7 @@ from vprof import sanitize
 from vprof.inventory import naming
 from vprof.inventory.procfs import FdScan, ProcFS, Stat, parse_nspid
 from vprof.inventory.threads import (
+    PF_KERNEL_MADE,
     ioctl_vcpu_fd,
     kernel_worker_owner,
     role_of,
@@ -136,12 +137,12 @@ class Inventory:
             vmm=ident.vmm,
             vcpus=MappingProxyType(vcpus),
             threads=MappingProxyType(threads),
-            vcpu_count=max(len(scan.vcpus), len(vcpus)),
+            vcpu_count=max(len(set(scan.vcpus.values())), len(vcpus)),
             comm=sanitize.display(known.comm),
             local_pid=known.local_pid,
             manager=ident.manager,
             namespace=sanitize.display(ident.namespace),
-            vcpu_ids=tuple(sorted(scan.vcpus.values())),
+            vcpu_ids=tuple(sorted(set(scan.vcpus.values()))),
             meta=MappingProxyType({k: sanitize.display(v) for k, v in ident.meta.items()}),
         )
 
@@ -197,7 +198,7 @@ class Inventory:
                 comms[tid] = comm
         found = {tid: self._known_index(comm, tid, known) for tid, comm in comms.items()}
         mapped = sum(1 for f in found.values() if f is not None)
-        if mapped < len(scan.vcpus):
+        if mapped < len(set(scan.vcpus.values())):
             found.update(self._fallback_indexes(pid, scan, known, comms, found))
         out: dict[int, ThreadInfo] = {}
         for tid, comm in comms.items():
@@ -237,6 +238,9 @@ class Inventory:
                     out[tid] = (idx, "libvirt cgroup")
         for tid, comm in comms.items():
             if tid in out or found.get(tid) is not None or role_of(comm, tid, pid) == "vhost":
+                continue
+            stat = self._fs.stat(pid, tid)
+            if stat is None or stat.flags & PF_KERNEL_MADE:
                 continue
             syscall = self._fs.read_text(pid, "task", tid, "syscall", limit=512)
             fd = ioctl_vcpu_fd(syscall) if syscall else None

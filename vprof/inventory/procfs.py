@@ -27,6 +27,7 @@ class Stat:
     comm: str
     state: str
     ppid: int
+    flags: int  # field 9: PF_* (include/linux/sched.h)
     start_time: int  # field 22, clock ticks after boot
 
 
@@ -55,6 +56,7 @@ def parse_stat(text: str) -> Stat | None:
             comm=text[open_at + 1 : close_at],
             state=rest[0],
             ppid=int(rest[1]),
+            flags=int(rest[6]),
             start_time=int(rest[19]),
         )
     except ValueError:

@@ -33,6 +33,13 @@ _KVM_KTHREAD = re.compile(r"kvm-pit/(\d+)")
 _IO_NAMES = re.compile(r"IO .*|worker|fc_vmm|_.*|kvm-pit/\d+|vnc_worker|SPICE Worker|iou-.*")
 _MAIN_NAMES = frozenset({"vmm"})
 
+# Kernel-made threads (include/linux/sched.h): PF_IO_WORKER, PF_USER_WORKER
+# (vhost and kvm-nx-lpage-recovery workers inside the VMM since 6.4/6.13),
+# PF_KTHREAD.  A user worker is forked from the vCPU thread that started it
+# and its syscall file shows that thread's ioctl(KVM_RUN) frozen, so it must
+# never be taken for a vCPU.
+PF_KERNEL_MADE = 0x00000010 | 0x00004000 | 0x00200000
+
 # KVM_RUN is _IO(KVMIO, 0x80) with KVMIO 0xAE (include/uapi/linux/kvm.h).
 KVM_RUN = 0xAE80
 # ioctl's syscall number (arch/x86/entry/syscalls/syscall_64.tbl,
