@@ -25,13 +25,14 @@ from typing import Any, NoReturn, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import click
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from vprof import config as cfgmod
 from vprof.config import ConfigError, DaemonConfig
 from vprof.model import ProbeStatus, Snapshot
 from vprof.sinks.carry import carry, remember
+from vprof.sinks.exposition import Exposition
 from vprof.sinks.prometheus import ExportOptions, ExportState, SnapshotCollector
 
 log = logging.getLogger("vprof.daemon")
@@ -118,7 +119,10 @@ class Daemon:
         self._hup = False
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(lambda: self.state))
-        self._metrics_app = make_wsgi_app(self.registry)
+        # The registry is for tests and tools; HTTP serves the same families
+        # through the per-snapshot render cache (vprof/sinks/exposition.py).
+        self.exposition = Exposition()
+        self._metrics_app = self.exposition.app(lambda: self.state)
         self.server: ThreadingWSGIServer | None = None
 
     # --- HTTP ---------------------------------------------------------------
@@ -165,7 +169,9 @@ class Daemon:
     def start(self) -> None:
         """Bind, then attach: a busy port fails before any probe is compiled."""
         self.server = bind(self.cfg.listen, self.app)
-        serve = threading.Thread(target=self.server.serve_forever, args=(0.1,), name="http", daemon=True)
+        serve = threading.Thread(
+            target=self.server.serve_forever, args=(0.1,), name="http", daemon=True
+        )
         serve.start()
         host, port = self.server.server_address[:2]
         log.info("serving /metrics and /healthz on %s:%s", host, port)
@@ -247,9 +253,9 @@ class Daemon:
             self.state = replace(self.state, last_success=False, failures=self.state.failures + 1)
             return
         self._log_slow_exits(self.state.snapshot, snap)
-        self.state = replace(
-            self.state, snapshot=snap, last_success=True, last_success_time=time.time()
-        )
+        state = replace(self.state, snapshot=snap, last_success=True, last_success_time=time.time())
+        self.exposition.prerender(state)  # render once here, not in every scrape
+        self.state = state
 
     def _log_slow_exits(self, prev: Snapshot | None, cur: Snapshot) -> None:
         seen = {s.timestamp_ns for vm in prev.vms for s in vm.slow_exits} if prev else set()
@@ -294,6 +300,7 @@ class Daemon:
         self.state = replace(
             self.state, options=_options(new), reloads_ok=self.state.reloads_ok + 1
         )
+        self.exposition.prerender(self.state)
         log.info("config reloaded; changed: %s", ", ".join(changed) or "nothing")
 
     def _swap_source(self, new: DaemonConfig) -> bool:

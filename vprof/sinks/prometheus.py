@@ -110,15 +110,18 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self._state()
-        yield from _daemon_families(state)
-        snap = state.snapshot
-        if snap is None:
-            return
-        yield from _self_families(snap)
-        vms = list(zip(_unique_names(snap.vms), snap.vms, strict=True))
-        yield from _vm_families(vms, snap.exit_timing, state.options)
-        if state.options.per_vcpu:
-            yield from _vcpu_families(vms)
+        yield from daemon_families(state)
+        if state.snapshot is not None:
+            yield from snapshot_families(state.snapshot, state.options)
+
+
+def snapshot_families(snap: Snapshot, options: ExportOptions) -> Iterator[Metric]:
+    """The families that change only when the snapshot (or the options) do."""
+    yield from _self_families(snap)
+    vms = list(zip(_unique_names(snap.vms), snap.vms, strict=True))
+    yield from _vm_families(vms, snap.exit_timing, options)
+    if options.per_vcpu:
+        yield from _vcpu_families(vms)
 
 
 def _unique_names(vms: Iterable[VmStat]) -> list[str]:
@@ -132,7 +135,8 @@ def _unique_names(vms: Iterable[VmStat]) -> list[str]:
     return out
 
 
-def _daemon_families(state: ExportState) -> Iterator[Metric]:
+def daemon_families(state: ExportState) -> Iterator[Metric]:
+    """The daemon's own state, which changes between snapshots (reloads, failures)."""
     build = info("vprof_build_info")
     build.add_metric([], {"version": __version__, "python": platform.python_version()})
     yield build
