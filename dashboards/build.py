@@ -1,7 +1,8 @@
 """Generate the Grafana dashboards and the PrometheusRule manifest.
 
-    python -m dashboards.build            write dashboards/*.json and
+    python -m dashboards.build            write dashboards/*.json,
                                           deploy/alerts/prometheusrule.yaml
+                                          and docs/dashboards.md
     python -m dashboards.build --check    exit 1 if any committed file is stale
 
 Sources: the panel specs in dashboards/{fleet,host,vm}.py and the alert rules
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from dashboards import alerts
+from dashboards import alerts, docs
 from dashboards.fleet import FLEET
 from dashboards.host import HOST
 from dashboards.queries import catalogue_types, unknown_metrics
@@ -50,6 +51,7 @@ def outputs() -> Iterator[tuple[Path, str]]:
     for spec in DASHBOARDS:
         yield ROOT / "dashboards" / spec.filename, render(spec)
     yield ROOT / alerts.MANIFEST_FILE, alerts.render_manifest(ROOT / alerts.RULES_FILE)
+    yield ROOT / docs.DOCS_FILE, docs.render(DASHBOARDS, ROOT / alerts.RULES_FILE)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dashboards.spec import (
     INSTANCE,
-    REMEDY,
     DashboardSpec,
     Kind,
     PanelSpec,
@@ -105,7 +104,7 @@ _RUNQUEUE_HOSTS = PanelSpec(
     shows="Share of vCPU time on each host spent runnable but waiting for a host CPU.",
     when_high=(
         "the host is CPU overcommitted: rebalance VMs, or pin vCPUs to isolated host CPUs "
-        f"({REMEDY['context_switch']})."
+        "and tune halt-polling so idle vCPUs give their CPU back."
     ),
     queries=(
         Query(
