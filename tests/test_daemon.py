@@ -8,6 +8,7 @@ in a subprocess; tests/test_daemon_e2e.py runs the real thing.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -21,10 +22,18 @@ import pytest
 from click.testing import CliRunner
 
 from vprof.config import DaemonConfig
-from vprof.daemon import Daemon, StartupError, daemon
+from vprof.daemon import Daemon, StartupError, alive, daemon
 from vprof.model import Bucket, ProbeStatus, ReasonStat, Snapshot, VcpuStat, VmStat
 
 NS = 1_000_000_000
+
+
+def own_key() -> tuple[int, str]:
+    """This process as a "VM": the daemon exports only VMs whose process lives."""
+    pid = os.getpid()
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    start = stat[stat.rfind(b")") + 2 :].split()[19].decode()
+    return pid, f"{pid}:{start}"
 
 
 class FakeSource:
@@ -38,6 +47,7 @@ class FakeSource:
         self.calls = 0
         self.closed = False
         self.fail_next = False
+        self.vm_identity = own_key()
         FakeSource.instances.append(self)
 
     def status(self) -> tuple[ProbeStatus, ...]:
@@ -49,9 +59,10 @@ class FakeSource:
             raise RuntimeError("map read failed")
         self.calls += 1
         n = self.calls * self.step
-        vcpu = VcpuStat(tid=4242, index=0, wall_ns=n * 1000, ledger={"vmm_userspace": n * 1000})
+        pid, key = self.vm_identity
+        vcpu = VcpuStat(tid=pid + 1, index=0, wall_ns=n * 1000, ledger={"vmm_userspace": n * 1000})
         vm = VmStat(
-            "4241:1", 4241, "fake-vm", "fake-vm", "test", "u-1", "vprof-guest", 1, (vcpu,),
+            key, pid, "fake-vm", "fake-vm", "test", "u-1", "vprof-guest", 1, (vcpu,),
             (ReasonStat("event", "kvm_pio", Bucket.IO, n),),
         )  # fmt: skip
         return Snapshot(0.0, self.calls * NS, NS, "fake", False, (vm,), self.status())
@@ -237,3 +248,23 @@ def test_concurrent_scrapes_see_whole_snapshots(started: tuple[Daemon, str, Path
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_alive_checks_pid_and_start_time(tmp_path: Path) -> None:
+    (tmp_path / "42").mkdir()
+    fields = " ".join(["S"] + ["0"] * 18 + ["777"] + ["0"] * 10)
+    (tmp_path / "42" / "stat").write_text(f"42 (qemu) x) {fields}\n")
+    assert alive("42:777", 42, str(tmp_path))
+    assert not alive("42:778", 42, str(tmp_path))  # pid reused by another process
+    assert not alive("43:777", 43, str(tmp_path))  # gone
+
+
+def test_dead_vm_leaves_the_output_at_the_next_snapshot(started: tuple[Daemon, str, Path]) -> None:
+    d, url, _ = started
+    d.tick()
+    assert 'vm="fake-vm"' in get(url + "/metrics")[1]
+    source = FakeSource.instances[-1]
+    source.vm_identity = (source.vm_identity[0], f"{source.vm_identity[0]}:1")  # not us any more
+    d.tick()
+    text = get(url + "/metrics")[1]
+    assert 'vm="fake-vm"' not in text and "vprof_vms_tracked 0.0" in text

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
@@ -22,7 +21,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from types import FrameType
 from typing import Any, NoReturn, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import click
 from prometheus_client import CollectorRegistry
@@ -32,7 +30,7 @@ from vprof import config as cfgmod
 from vprof.config import ConfigError, DaemonConfig
 from vprof.model import ProbeStatus, Snapshot
 from vprof.sinks.carry import carry, remember
-from vprof.sinks.exposition import Exposition
+from vprof.sinks.exposition import Exposition, StartupError, bind
 from vprof.sinks.prometheus import ExportOptions, ExportState, SnapshotCollector
 
 log = logging.getLogger("vprof.daemon")
@@ -66,34 +64,25 @@ def profiler_source(cfg: DaemonConfig) -> DaemonSource:
     return source
 
 
-class StartupError(Exception):
-    """A one-line reason the daemon cannot start (exit status 2)."""
-
-
 def _options(cfg: DaemonConfig) -> ExportOptions:
     return ExportOptions(granularity=cfg.granularity, top_k=cfg.top_k)  # type: ignore[arg-type]
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
-        log.debug("http: " + format, *args)
+def alive(vm_key: str, pid: int, proc_root: str) -> bool:
+    """Whether the process behind a VmStat still runs (same pid and start time).
 
-
-def bind(listen: str, app: Any) -> ThreadingWSGIServer:
-    """A server bound to `listen` (not yet serving); StartupError if it cannot bind."""
-    host, port = cfgmod.parse_listen(listen)
+    The Profiler keeps a dead VM's final figures for a while; the exporter
+    drops its series at once so they leave within one interval.
+    """
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror as e:
-        raise StartupError(f"cannot listen on {listen}: {e.strerror}") from None
-
-    class Server(ThreadingWSGIServer):
-        address_family = family
-
-    try:
-        return make_server(host, port, app, Server, handler_class=_QuietHandler)
-    except OSError as e:
-        raise StartupError(f"cannot listen on {listen}: {e.strerror or e}") from None
+        with open(f"{proc_root}/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    want = vm_key.partition(":")[2]
+    # Field 22 (starttime) counts from after the ")" that ends comm.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return not want.isdigit() or (len(fields) > 19 and fields[19].decode() == want)
 
 
 class Daemon:
@@ -246,7 +235,7 @@ class Daemon:
         if self._source is None:
             return
         try:
-            snap = carry(self._base, self._source.snapshot())
+            snap = self._live(carry(self._base, self._source.snapshot()))
             self._probes = snap.probes or self._source.status()
         except Exception as e:  # one bad interval must not kill the daemon
             log.error("snapshot failed: %s: %s", type(e).__name__, e)
@@ -256,6 +245,10 @@ class Daemon:
         state = replace(self.state, snapshot=snap, last_success=True, last_success_time=time.time())
         self.exposition.prerender(state)  # render once here, not in every scrape
         self.state = state
+
+    def _live(self, snap: Snapshot) -> Snapshot:
+        vms = tuple(vm for vm in snap.vms if alive(vm.key, vm.pid, self.cfg.proc_root))
+        return snap if len(vms) == len(snap.vms) else replace(snap, vms=vms)
 
     def _log_slow_exits(self, prev: Snapshot | None, cur: Snapshot) -> None:
         seen = {s.timestamp_ns for vm in prev.vms for s in vm.slow_exits} if prev else set()

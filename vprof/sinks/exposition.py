@@ -12,18 +12,51 @@ generate_latest() gives for SnapshotCollector, in text format 0.0.4.
 from __future__ import annotations
 
 import gzip
+import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from vprof.config import parse_listen
 from vprof.model import Snapshot
 from vprof.sinks.prometheus import ExportOptions, ExportState, daemon_families, snapshot_families
 
+log = logging.getLogger("vprof.daemon")
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class StartupError(Exception):
+    """A one-line reason the daemon cannot start (exit status 2)."""
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+        log.debug("http: " + format, *args)
+
+
+def bind(listen: str, app: Any) -> ThreadingWSGIServer:
+    """A server bound to `listen` (not yet serving); StartupError if it cannot bind."""
+    host, port = parse_listen(listen)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise StartupError(f"cannot listen on {listen}: {e.strerror}") from None
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    try:
+        return make_server(host, port, app, Server, handler_class=_QuietHandler)
+    except OSError as e:
+        raise StartupError(f"cannot listen on {listen}: {e.strerror or e}") from None
 
 
 class _Families(Collector):
