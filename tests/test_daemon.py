@@ -259,12 +259,14 @@ def test_alive_checks_pid_and_start_time(tmp_path: Path) -> None:
     assert not alive("43:777", 43, str(tmp_path))  # gone
 
 
-def test_dead_vm_leaves_the_output_at_the_next_snapshot(started: tuple[Daemon, str, Path]) -> None:
+def test_dead_vm_shows_final_figures_once_then_leaves(started: tuple[Daemon, str, Path]) -> None:
     d, url, _ = started
     d.tick()
     assert 'vm="fake-vm"' in get(url + "/metrics")[1]
     source = FakeSource.instances[-1]
     source.vm_identity = (source.vm_identity[0], f"{source.vm_identity[0]}:1")  # not us any more
+    d.tick()
+    assert 'vprof_vm_events_total{bucket="io",vm="fake-vm"} 20.0' in get(url + "/metrics")[1]
     d.tick()
     text = get(url + "/metrics")[1]
     assert 'vm="fake-vm"' not in text and "vprof_vms_tracked 0.0" in text

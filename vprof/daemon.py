@@ -71,8 +71,8 @@ def _options(cfg: DaemonConfig) -> ExportOptions:
 def alive(vm_key: str, pid: int, proc_root: str) -> bool:
     """Whether the process behind a VmStat still runs (same pid and start time).
 
-    The Profiler keeps a dead VM's final figures for a while; the exporter
-    drops its series at once so they leave within one interval.
+    The Profiler keeps a dead VM's figures for 30 s; the exporter drops its
+    series one interval after the process is gone.
     """
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as f:
@@ -103,6 +103,7 @@ class Daemon:
         self._source: DaemonSource | None = None
         self._base: Snapshot | None = None  # counters of replaced sources (see carry.py)
         self._probes: tuple[ProbeStatus, ...] = ()
+        self._dead: set[str] = set()  # VMs exported once after their process died
         self._wake = threading.Event()
         self._stop = False
         self._hup = False
@@ -247,8 +248,18 @@ class Daemon:
         self.state = state
 
     def _live(self, snap: Snapshot) -> Snapshot:
-        vms = tuple(vm for vm in snap.vms if alive(vm.key, vm.pid, self.cfg.proc_root))
-        return snap if len(vms) == len(snap.vms) else replace(snap, vms=vms)
+        # A VM found dead is exported once more, with its final figures, so
+        # the last events reach Prometheus; one interval later it is gone.
+        keep, dead = [], set()
+        for vm in snap.vms:
+            if alive(vm.key, vm.pid, self.cfg.proc_root):
+                keep.append(vm)
+                continue
+            dead.add(vm.key)
+            if vm.key not in self._dead:
+                keep.append(vm)
+        self._dead = dead
+        return snap if len(keep) == len(snap.vms) else replace(snap, vms=tuple(keep))
 
     def _log_slow_exits(self, prev: Snapshot | None, cur: Snapshot) -> None:
         seen = {s.timestamp_ns for vm in prev.vms for s in vm.slow_exits} if prev else set()
