@@ -229,10 +229,10 @@ VCPU_OVERHEAD = PanelSpec(
     ),
     queries=(
         Query(
-            _sum_rate("vcpu", _VCPU_TIME, f"{VM}, {OVERHEAD}")
-            + " / on (vcpu) group_left "
-            + _sum_rate("vcpu", _VCPU_TIME, VM),
-            "vCPU {{vcpu}}",
+            _sum_rate("vm, vcpu", _VCPU_TIME, f"{VM}, {OVERHEAD}")
+            + " / on (vm, vcpu) group_left "
+            + _sum_rate("vm, vcpu", _VCPU_TIME, VM),
+            "{{vm}} vCPU {{vcpu}}",
         ),
     ),
     needs=Needs.VCPU,
@@ -249,8 +249,8 @@ VCPU_LEDGER = PanelSpec(
     ),
     queries=(
         Query(
-            _sum_rate("vcpu, category", _VCPU_TIME, f'{VM}, category=~".+"'),
-            "vCPU {{vcpu}} {{category}}",
+            _sum_rate("vm, vcpu, category", _VCPU_TIME, f'{VM}, category=~".+"'),
+            "{{vm}} vCPU {{vcpu}} {{category}}",
         ),
     ),
     needs=Needs.VCPU,
@@ -267,8 +267,8 @@ VCPU_EVENTS = PanelSpec(
     ),
     queries=(
         Query(
-            _sum_rate("vcpu, bucket", "vprof_vcpu_events_total", _BUCKET),
-            "vCPU {{vcpu}} {{bucket}}",
+            _sum_rate("vm, vcpu, bucket", "vprof_vcpu_events_total", _BUCKET),
+            "{{vm}} vCPU {{vcpu}} {{bucket}}",
         ),
     ),
     needs=Needs.VCPU,
@@ -282,8 +282,8 @@ VCPU_RUNQUEUE = PanelSpec(
     when_high="pin that vCPU to an isolated host CPU and keep other threads off it.",
     queries=(
         Query(
-            _sum_rate("vcpu", "vprof_vcpu_runqueue_wait_seconds_total", VM),
-            "vCPU {{vcpu}}",
+            _sum_rate("vm, vcpu", "vprof_vcpu_runqueue_wait_seconds_total", VM),
+            "{{vm}} vCPU {{vcpu}}",
         ),
     ),
     needs=Needs.VCPU,
@@ -300,8 +300,8 @@ VCPU_PREEMPTIONS = PanelSpec(
     ),
     queries=(
         Query(
-            _sum_rate("vcpu", "vprof_vcpu_preemptions_total", VM),
-            "vCPU {{vcpu}}",
+            _sum_rate("vm, vcpu", "vprof_vcpu_preemptions_total", VM),
+            "{{vm}} vCPU {{vcpu}}",
         ),
     ),
     needs=Needs.VCPU,
