@@ -205,9 +205,10 @@ def fit_columns(
     chosen: set[str] = set()
     used = -1  # n columns need n-1 separators
     for col in sorted(columns, key=lambda c: c.priority):
-        if used + 1 + col.width <= width or not chosen:
-            chosen.add(col.key)
-            used += 1 + col.width
+        if chosen and used + 1 + col.width > width:
+            break  # strictly by priority: a narrower, less important column never jumps ahead
+        chosen.add(col.key)
+        used += 1 + col.width
     spare = max(0, width - used)
     out: list[tuple[Column, int]] = []
     widths = {c.key: c.width for c in columns if c.key in chosen}
