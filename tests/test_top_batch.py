@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -109,3 +110,18 @@ def test_help_states_purpose_and_examples() -> None:
     assert result.exit_code == 0
     for text in ("Live per-VM view", "Examples:", "vprof top -b -n 5", "--json", "Overhead"):
         assert text in result.output
+
+
+def test_docs_list_every_field_and_the_drop_order() -> None:
+    from pathlib import Path
+
+    from vprof.sinks.top.view import VM_COLUMNS
+
+    doc = (Path(__file__).parents[1] / "docs" / "top.md").read_text()
+    for f in batch.VM_FIELDS:
+        assert f in doc, f
+    order = [c.title for c in sorted(VM_COLUMNS, key=lambda c: -c.priority)][:-1]
+    documented = re.findall(
+        r"[A-Z]+[%/s]*(?:/s)?(?: REASON)?", doc.split("(last\nfirst): ")[1].split(";")[0]
+    )
+    assert documented == order
