@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dashboards.spec import (
     INSTANCE,
+    VM,
     DashboardSpec,
     Kind,
     PanelSpec,
@@ -13,7 +14,7 @@ from dashboards.spec import (
     share,
 )
 
-_OVERHEAD_SEL = f'{INSTANCE}, bucket=~"$bucket", bucket!="none"'
+_OVERHEAD_SEL = f'{VM}, bucket=~"$bucket", bucket!="none"'
 
 _BUCKETS_ACROSS_HOSTS = PanelSpec(
     title="Overhead by bucket across hosts",
@@ -33,7 +34,7 @@ _BUCKETS_ACROSS_HOSTS = PanelSpec(
             share(
                 f"sum by (bucket) ({rate('vprof_vm_time_seconds_total', _OVERHEAD_SEL)})",
                 "",
-                INSTANCE,
+                VM,
             ),
             "{{bucket}}",
         ),
@@ -57,7 +58,7 @@ _HOST_SHARE = PanelSpec(
                 + rate("vprof_vm_time_seconds_total", _OVERHEAD_SEL, "$__range")
                 + ")",
                 "instance",
-                INSTANCE,
+                VM,
                 "$__range",
             ),
             "{{instance}}",
@@ -87,7 +88,7 @@ _TOP_VMS = PanelSpec(
                 + rate("vprof_vm_time_seconds_total", _OVERHEAD_SEL, "$__range")
                 + ")",
                 "instance, vm",
-                INSTANCE,
+                VM,
                 "$__range",
             )
             + ")",
@@ -95,6 +96,7 @@ _TOP_VMS = PanelSpec(
             instant=True,
         ),
     ),
+    links_to_vm=True,
 )
 
 _RUNQUEUE_HOSTS = PanelSpec(
@@ -110,9 +112,9 @@ _RUNQUEUE_HOSTS = PanelSpec(
         Query(
             "topk(10, "
             + share(
-                f"sum by (instance) ({rate('vprof_vm_runqueue_wait_seconds_total', INSTANCE)})",
+                f"sum by (instance) ({rate('vprof_vm_runqueue_wait_seconds_total', VM)})",
                 "instance",
-                INSTANCE,
+                VM,
             )
             + ")",
             "{{instance}}",
@@ -132,9 +134,7 @@ _EXITS_BY_BUCKET = PanelSpec(
     ),
     queries=(
         Query(
-            "sum by (bucket) ("
-            + rate("vprof_vm_events_total", f'{INSTANCE}, bucket=~"$bucket"')
-            + ")",
+            "sum by (bucket) (" + rate("vprof_vm_events_total", f'{VM}, bucket=~"$bucket"') + ")",
             "{{bucket}}",
         ),
     ),
@@ -220,7 +220,7 @@ FLEET = DashboardSpec(
         Row("Exits", (_EXITS_BY_BUCKET,)),
         Row("Probe health", (_PROBES_OFF, _EVENTS_LOST, _SNAPSHOT_AGE)),
     ),
-    variables=("datasource", "instance", "bucket"),
-    multi=("instance", "bucket"),
+    variables=("datasource", "instance", "vm", "bucket"),
+    multi=("instance", "vm", "bucket"),
     filename="vprof-fleet.json",
 )

@@ -122,6 +122,14 @@ def _visual(spec: PanelSpec) -> Any:
     )
 
 
+# A data link from a per-VM series to that VM's dashboard, keeping the time
+# range and the datasource.
+VM_LINK = (
+    "/d/vprof-vm/vprof-vm?${__url_time_range}&${datasource:queryparam}"
+    "&var-instance=${__field.labels.instance}&var-vm=${__field.labels.vm}"
+)
+
+
 def _panel(spec: PanelSpec, panel_id: int) -> Any:
     panel = (
         _visual(spec)
@@ -135,6 +143,9 @@ def _panel(spec: PanelSpec, panel_id: int) -> Any:
     )
     for i, query in enumerate(spec.queries):
         panel = panel.with_target(_target(query, i, spec.kind))
+    if spec.links_to_vm:
+        link = db.DashboardLink("Open the VM dashboard").type(dm.DashboardLinkType.LINK)
+        panel = panel.data_links([link.url(VM_LINK)])
     return panel
 
 

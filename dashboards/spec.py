@@ -73,6 +73,7 @@ class PanelSpec:
     needs: Needs = Needs.NOTHING
     width: int = 12
     height: int = 8
+    links_to_vm: bool = False  # clicking a series opens the VM dashboard for its vm label
 
     @property
     def description(self) -> str:

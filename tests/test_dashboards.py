@@ -112,7 +112,7 @@ def test_datasource_is_a_variable_everywhere() -> None:
 
 def test_template_variables_for_host_vm_and_bucket() -> None:
     wanted = {
-        "vprof-fleet": {"datasource", "instance", "bucket"},
+        "vprof-fleet": {"datasource", "instance", "vm", "bucket"},
         "vprof-host": {"datasource", "instance", "vm", "bucket"},
         "vprof-vm": {"datasource", "instance", "vm", "bucket"},
     }
