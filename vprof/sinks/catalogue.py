@@ -310,10 +310,12 @@ get the UUID, VMM and vCPU count.  Label values:
 - `other`: where a family is capped at the top K label values per VM, the rest
   are summed into one series whose capped label is `other`.
 
-Cardinality at the default granularity is bounded per VM (about 50 series per
-VM); `granularity = "vcpu"` adds per-vCPU series and `"full"` removes the
-top-K caps.  Histogram buckets (`le`) are the kernel's log2 nanosecond slots
-merged in steps of 4x, from 1 µs to about 1 s, converted to seconds.
+Cardinality at the default granularity is bounded per VM: about 42 series per
+VM, plus 70 for the handling-time histograms on hosts with exit timing (500
+VMs: ~21,000 or ~56,000 series; see bench/scrape.py).  `granularity = "vcpu"`
+adds about 18 series per vCPU and `"full"` also removes the top-K caps.
+Histogram buckets (`le`) are the kernel's log2 nanosecond slots merged in
+steps of 4x, from 1 µs to about 1 s, converted to seconds.
 """
 
 
