@@ -30,6 +30,9 @@ class TopOptions:
     color: bool = True
 
 
+MAX_INTERVAL_S = 86_400.0
+
+
 class BadInput(click.ClickException):
     """Bad input: click prints the one line "Error: ..." (no usage block) and exits 2."""
 
@@ -42,7 +45,7 @@ def _fail(message: str) -> BadInput:
 
 def make_ui(opts: TopOptions) -> UiState:
     """Validate options that need no snapshot; the UI state they start from."""
-    if not opts.interval > 0 or opts.interval != opts.interval:
+    if not 0 < opts.interval <= MAX_INTERVAL_S:  # also refuses nan
         raise _fail(f"the interval must be a positive number of seconds, not {opts.interval}")
     if opts.count is not None and opts.count < 1:
         raise _fail(f"the iteration count must be at least 1, not {opts.count}")

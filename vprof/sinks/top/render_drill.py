@@ -81,10 +81,22 @@ def _section(title: str, note: str = "") -> RenderableType:
     return line((title, "bold underline"), (note, "dim"))
 
 
+def _reason_parts(d: Drill, width: int) -> list[RenderableType]:
+    if not d.reasons:
+        return [line(("  no events this interval", "dim"))]
+    cols = fit_columns(REASON_COLUMNS, width, flex="reason", flex_max=32, flex2=None)
+    parts: list[RenderableType] = [table(cols, map(reason_values, d.reasons))]
+    if d.explanation:
+        parts.append(line(("why: ", "bold"), f"{d.reasons[0].reason}: {d.explanation}"))
+    if d.remedy:
+        parts.append(line(("remedy: ", "bold"), d.remedy))
+    return parts
+
+
 def drill_parts(
     d: Drill, width: int, now: tuple[int, float], exit_timing: bool
 ) -> list[RenderableType]:
-    timing = "" if exit_timing else "  (no exit timing on this backend: times from events only)"
+    timing = "" if exit_timing else "  (no exit timing on this backend: no handling times)"
     parts: list[RenderableType] = [
         line(
             ("VM ", "bold"),
@@ -95,19 +107,7 @@ def drill_parts(
         table(fit_columns(VCPU_COLUMNS, width, flex=None, flex2=None), d.vcpus),
         _section("Top reasons", timing),
     ]
-    if d.reasons:
-        parts.append(
-            table(
-                fit_columns(REASON_COLUMNS, width, flex="reason", flex_max=32, flex2=None),
-                map(reason_values, d.reasons),
-            )
-        )
-    else:
-        parts.append(line(("  no events this interval", "dim")))
-    if d.explanation:
-        parts.append(line(("why: ", "bold"), f"{d.reasons[0].reason}: {d.explanation}"))
-    if d.remedy:
-        parts.append(line(("remedy: ", "bold"), d.remedy))
+    parts += _reason_parts(d, width)
     parts.append(_section("Busiest I/O ports and MMIO addresses"))
     if d.io:
         parts.append(

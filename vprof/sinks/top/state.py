@@ -109,7 +109,7 @@ def _apply_prompt(ui: UiState) -> None:
             value = float(text)
         except ValueError:
             value = -1.0
-        if value > 0 and value == value and value < 1e6:
+        if 0 < value <= 86_400:  # also refuses nan and inf
             ui.interval = value
             ui.message = f"interval {value:g}s"
         else:
