@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from types import FrameType
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
 import click
 from prometheus_client import CollectorRegistry
@@ -31,7 +31,7 @@ from vprof.config import ConfigError, DaemonConfig
 from vprof.model import ProbeStatus, Snapshot
 from vprof.sinks.carry import carry, remember
 from vprof.sinks.exposition import Exposition, StartupError, bind
-from vprof.sinks.prometheus import ExportOptions, ExportState, SnapshotCollector
+from vprof.sinks.prometheus import ExportOptions, ExportState, Granularity, SnapshotCollector
 
 log = logging.getLogger("vprof.daemon")
 
@@ -65,7 +65,8 @@ def profiler_source(cfg: DaemonConfig) -> DaemonSource:
 
 
 def _options(cfg: DaemonConfig) -> ExportOptions:
-    return ExportOptions(granularity=cfg.granularity, top_k=cfg.top_k)  # type: ignore[arg-type]
+    # vprof.config validated granularity against the same GRANULARITIES.
+    return ExportOptions(granularity=cast(Granularity, cfg.granularity), top_k=cfg.top_k)
 
 
 def alive(vm_key: str, pid: int, proc_root: str) -> bool:
