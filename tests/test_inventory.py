@@ -8,6 +8,7 @@ builds the trees.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,24 @@ def fake(tmp_path: Path) -> FakeProc:
     return FakeProc(tmp_path)
 
 
+def inventory(fake: FakeProc, full_rescan_s: float = 30.0) -> Inventory:
+    """An Inventory on the fake tree.  The kernel reports a process's open
+    descriptors as the size of /proc/PID/fd; a fake directory cannot, so the
+    count is taken by listing it."""
+    inv = Inventory(str(fake.proc), str(fake.sys), full_rescan_s=full_rescan_s)
+
+    def fd_count(pid: int) -> int | None:
+        try:
+            return len(os.listdir(fake.proc / str(pid) / "fd"))
+        except OSError:
+            return None
+
+    inv._fs.fd_count = fd_count  # type: ignore[method-assign]
+    return inv
+
+
 def refresh(fake: FakeProc) -> InventoryView:
-    return Inventory(str(fake.proc), str(fake.sys)).refresh()
+    return inventory(fake).refresh()
 
 
 def only(view: InventoryView) -> VmInfo:
@@ -240,7 +257,7 @@ def test_plain_kvm_user_falls_back_and_maps_vcpus_by_ioctl(fake: FakeProc) -> No
     # fd 12 is kvm-vcpu:1 (DEFAULT_FDS numbering: vcpu n at fd 11+n).
     fake.blocked_in(700, 702, "16 0xc 0xae80 0x0 0x0 0x0 0x0 0x7ffc0 0x7f000")
     fake.blocked_in(700, 701, "7 0x5 0x1 0xffffffff 0x0 0x0 0x0 0x7ffc0 0x7f000")
-    inv = Inventory(str(fake.proc), str(fake.sys))
+    inv = inventory(fake)
     vm = only(inv.refresh())
     assert (vm.name, vm.name_source, vm.vmm) == ("kvmtest-700", "fallback", "unknown")
     if vm.vcpus:  # the ioctl source needs the host's syscall numbering (x86_64 here)
@@ -268,7 +285,7 @@ def test_kernel_worker_with_a_frozen_kvm_run_is_not_a_vcpu(fake: FakeProc) -> No
 
 def test_kvm_event_vcpu_ids_fill_in_unnamed_threads(fake: FakeProc) -> None:
     fake.vm(700, "kvmtest", ["./kvmtest"], vcpus=2, threads={701: "kvmtest", 702: "kvmtest"})
-    inv = Inventory(str(fake.proc), str(fake.sys))
+    inv = inventory(fake)
     assert inv.note_vcpu(701, 0) is False  # before any refresh: unknown thread
     view = inv.refresh()
     assert view.thread(701) is not None and view.thread(701).role == "other"
@@ -316,7 +333,7 @@ def test_hostile_thread_and_process_names(fake: FakeProc) -> None:
 
 
 def test_pid_reuse_gets_a_new_key_and_a_new_name(fake: FakeProc) -> None:
-    inv = Inventory(str(fake.proc), str(fake.sys))
+    inv = inventory(fake)
     fake.vm(100, "qemu-system-x86", ["qemu", "-name", "old"], vcpus=1, start_time=1000)
     assert only(inv.refresh()).key == "100:1000"
     fake.remove(100)
@@ -327,7 +344,7 @@ def test_pid_reuse_gets_a_new_key_and_a_new_name(fake: FakeProc) -> None:
 
 
 def test_vms_come_and_go_between_refreshes(fake: FakeProc) -> None:
-    inv = Inventory(str(fake.proc), str(fake.sys))
+    inv = inventory(fake)
     assert inv.refresh().vms == {}
     fake.vm(100, "qemu-system-x86", ["qemu", "-name", "a"], vcpus=1)
     fake.vm(200, "qemu-system-x86", ["qemu", "-name", "b"], vcpus=1)
@@ -339,8 +356,34 @@ def test_vms_come_and_go_between_refreshes(fake: FakeProc) -> None:
     assert view.pids == frozenset({200})
 
 
+def test_a_process_that_creates_a_vm_later_is_found_next_refresh(fake: FakeProc) -> None:
+    inv = inventory(fake)
+    fake.process(800, "python3", ["python3", "mykvm.py"])
+    fake.process(801, "bash", ["bash"])
+    assert inv.refresh().vms == {}
+    scanned: list[int] = []
+    scan = inv._fs.scan_fds
+    inv._fs.scan_fds = lambda pid: scanned.append(pid) or scan(pid)  # type: ignore[method-assign]
+    for fd, target in ((10, "anon_inode:kvm-vm"), (11, "anon_inode:kvm-vcpu:0")):
+        (fake.proc / "800" / "fd" / str(fd)).symlink_to(target)
+    vm = only(inv.refresh())
+    assert (vm.pid, vm.name) == (800, "python3-800")
+    assert scanned == [800]  # bash's descriptors did not change: not re-read
+
+
+def test_full_rescan_reads_every_process(fake: FakeProc) -> None:
+    inv = inventory(fake, full_rescan_s=0.0)
+    fake.process(801, "bash", ["bash"])
+    inv.refresh()
+    scanned: list[int] = []
+    scan = inv._fs.scan_fds
+    inv._fs.scan_fds = lambda pid: scanned.append(pid) or scan(pid)  # type: ignore[method-assign]
+    inv.refresh()
+    assert scanned == [801]
+
+
 def test_threads_appear_and_vanish_between_refreshes(fake: FakeProc) -> None:
-    inv = Inventory(str(fake.proc), str(fake.sys))
+    inv = inventory(fake)
     fake.vm(100, "qemu-system-x86", ["qemu", "-name", "a"], vcpus=2, threads={101: "CPU 0/KVM"})
     assert dict(only(inv.refresh()).vcpus) == {101: 0}
     fake.thread(100, 102, "CPU 1/KVM")  # vCPU 1 started late
@@ -352,7 +395,7 @@ def test_threads_appear_and_vanish_between_refreshes(fake: FakeProc) -> None:
 
 
 def test_thread_vanishing_between_listing_and_reading(fake: FakeProc, monkeypatch) -> None:
-    inv = Inventory(str(fake.proc), str(fake.sys))
+    inv = inventory(fake)
     fake.vm(
         100,
         "qemu-system-x86",

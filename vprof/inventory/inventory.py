@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -31,9 +32,13 @@ from vprof.inventory.threads import (
 )
 from vprof.inventory.types import InventoryView, ThreadInfo, VmInfo
 
+# Processes whose descriptor count has not changed are not re-read, except
+# on a full rescan this often (see Inventory._unchanged).
+FULL_RESCAN_S = 30.0
 ANCESTOR_DEPTH = 4  # virt-launcher-monitor -> virt-launcher -> (virtqemud) -> qemu
 _ENV_KEYS = ("POD_NAME", "POD_NAMESPACE")  # the only environment variables kept
 _LIBVIRT_VCPU_DIR = re.compile(r"vcpu(\d+)")
+_Worker = tuple[int, str, str, int]  # kernel thread: (tid, comm, role, owner pid)
 
 
 @dataclass
@@ -57,9 +62,15 @@ class Inventory:
     for libvirt's per-vCPU cgroups (`<sys_root>/fs/cgroup/...`).
     """
 
-    def __init__(self, proc_root: str = "/proc", sys_root: str = "/sys") -> None:
+    def __init__(
+        self, proc_root: str = "/proc", sys_root: str = "/sys", full_rescan_s: float = FULL_RESCAN_S
+    ) -> None:
         self._fs = ProcFS(proc_root)
         self.sys_root = sys_root
+        self.full_rescan_s = full_rescan_s
+        self._last_full = -float("inf")
+        self._quiet: dict[int, int] = {}  # pid -> descriptor count, for non-VM processes
+        self._kthreads: dict[int, _Worker | None] = {}  # descriptor-less pid -> worker or None
         self._known: dict[str, _Known] = {}
         self._view = InventoryView.build({}, 0)
         self._unreadable = 0
@@ -77,9 +88,18 @@ class Inventory:
     def refresh(self) -> InventoryView:
         """Rescan: new VMs appear, exited ones go, reused PIDs get new keys."""
         self._unreadable = 0
+        now = time.monotonic()
+        full = now - self._last_full >= self.full_rescan_s
+        if full:
+            self._last_full = now
+        quiet: dict[int, int] = {}
+        kthreads: dict[int, _Worker | None] = {}
         vms: dict[str, VmInfo] = {}
-        workers: list[tuple[int, str, str, int]] = []  # (tid, comm, role, owner pid)
+        workers: list[_Worker] = []
         for pid in self._fs.pids():
+            fd_count = self._fs.fd_count(pid)
+            if not full and self._unchanged(pid, fd_count, quiet, kthreads):
+                continue
             scan = self._fs.scan_fds(pid)
             if scan is None:
                 self._unreadable += 1
@@ -88,12 +108,35 @@ class Inventory:
                 if vm is not None:
                     vms[vm.key] = vm
             elif scan.count == 0:
-                self._kernel_worker(pid, workers)
+                worker = kthreads[pid] = self._kernel_worker(pid)
+                workers += [worker] if worker is not None else []
+            elif fd_count:
+                quiet[pid] = fd_count
+        self._quiet, self._kthreads = quiet, kthreads
         vms = _attach_workers(vms, workers)
         for key in set(self._known) - set(vms):
             del self._known[key]
         self._view = InventoryView.build(vms, self._unreadable)
         return self._view
+
+    def _unchanged(
+        self,
+        pid: int,
+        fd_count: int | None,
+        quiet: dict[int, int],
+        kthreads: dict[int, _Worker | None],
+    ) -> bool:
+        """True for a process known to hold no KVM descriptor whose descriptor
+        count has not moved: creating a VM adds descriptors, so it would."""
+        if fd_count is None:
+            return False
+        if fd_count > 0 and self._quiet.get(pid) == fd_count:
+            quiet[pid] = fd_count
+            return True
+        if fd_count == 0 and pid in self._kthreads and self._kthreads[pid] is None:
+            kthreads[pid] = None  # a kernel thread is named once; vhost ones are re-read
+            return True
+        return False
 
     def note_vcpu(self, tid: int, vcpu_id: int) -> bool:
         """Record the vcpu_id a KVM event reported for thread `tid`.
@@ -269,11 +312,10 @@ class Inventory:
                         out[int(line)] = int(m.group(1))
         return out
 
-    def _kernel_worker(self, pid: int, workers: list[tuple[int, str, str, int]]) -> None:
+    def _kernel_worker(self, pid: int) -> _Worker | None:
         comm = self._fs.comm(pid)
         owner = kernel_worker_owner(comm) if comm else None
-        if comm and owner is not None:
-            workers.append((pid, comm, owner[0], owner[1]))
+        return (pid, comm, owner[0], owner[1]) if comm and owner is not None else None
 
 
 def _read(path: str) -> str | None:
@@ -284,9 +326,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _attach_workers(
-    vms: dict[str, VmInfo], workers: list[tuple[int, str, str, int]]
-) -> dict[str, VmInfo]:
+def _attach_workers(vms: dict[str, VmInfo], workers: list[_Worker]) -> dict[str, VmInfo]:
     """Charge kernel threads named after a VM thread (vhost-<pid>, kvm-pit/<pid>)
     to that VM: their CPU time is the VM's."""
     if not workers:

@@ -140,6 +140,13 @@ class ProcFS:
         except OSError:
             return None
 
+    def fd_count(self, pid: int) -> int | None:
+        """Open descriptors, from the size of /proc/PID/fd (Linux >= 6.2; 0 before)."""
+        try:
+            return os.stat(self.path(pid, "fd")).st_size
+        except OSError:
+            return None
+
     def scan_fds(self, pid: int) -> FdScan | None:
         """Read every descriptor link of a process.  Only readlink: no open,
         no stat, so a scan of thousands of processes stays cheap."""
