@@ -133,7 +133,9 @@ IO_BY_VM = PanelSpec(
     when_high=f"move the device to {REMEDY['io']}.",
     queries=(
         Query(
-            "topk(10, sum by (instance, vm) (" + rate("vprof_vm_io_accesses_total", VM, "$__range") + "))",
+            "topk(10, sum by (instance, vm) ("
+            + rate("vprof_vm_io_accesses_total", VM, "$__range")
+            + "))",
             "{{vm}}",
             instant=True,
         ),
