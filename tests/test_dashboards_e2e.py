@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards import build, queries
+from dashboards import alerts, build, queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.kvm]
 
@@ -225,7 +225,7 @@ def test_alert_rules_evaluate_cleanly_on_real_series(stack: Stack) -> None:
     _, body = _get(f"{stack.prometheus}/api/v1/rules")
     groups = json.loads(body)["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == sum(1 for _ in build.alerts.rule_exprs(build.alerts.load_rules(RULES)))
+    assert len(rules) == sum(1 for _ in alerts.rule_exprs(alerts.load_rules(RULES)))
     for rule in rules:
         assert rule["health"] in ("ok", "unknown"), rule
         assert not rule.get("lastError"), rule
