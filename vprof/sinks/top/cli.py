@@ -74,6 +74,8 @@ def run_top(
         ui.drill, ui.drill_name = vm.key, vm.name
     if interactive:
         from vprof.sinks.top.app import run_live
+
+        _progress("")
         from vprof.sinks.top.terminal import Terminal
 
         with Terminal(sys.stdin.fileno(), out.fileno()) as term:
@@ -83,6 +85,13 @@ def run_top(
 
         ui.live = False
         run_batch(primed, ui, out, opts.fmt, opts.count, host_cpus)
+
+
+def _progress(message: str) -> None:
+    """A transient line on a terminal's stderr (empty: erase it)."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r\x1b[2K{message}")
+        sys.stderr.flush()
 
 
 def _families(text: str | None) -> frozenset[str] | None:
@@ -209,9 +218,14 @@ def top(
     )
     make_ui(opts)  # bad options fail before the probes are loaded
     fams = _families(families)
+    if interactive:
+        _progress("vprof top: loading the BPF probes and taking a first snapshot…")
     try:
         with open_profiler(fams) as source:
             run_top(source, opts, sys.stdout, interactive, os.cpu_count() or 1)
+    except click.ClickException:
+        _progress("")
+        raise
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except BrokenPipeError:

@@ -108,12 +108,11 @@ def header_lines(host: HostSummary | None, since: str = "") -> list[Text]:
     if host is None:
         return [line(("vprof top", "bold"), "  waiting for the first snapshot…")]
     clock = time.strftime("%H:%M:%S", time.localtime(host.timestamp))
-    timing = "yes" if host.exit_timing else "no"
+    timing = "exit timing" if host.exit_timing else "no exit timing"
     every = f"{host.interval_s:.1f}s" if host.interval_s else "-"
     first = line(
         ("vprof top", "bold"),
-        f" {clock}  every {every}  VMs {host.vm_count}  backend {host.backend}",
-        f"  exit timing {timing}",
+        f" {clock}  every {every}  VMs {host.vm_count}  {host.backend}, {timing}",
     )
     ev: list[tuple[str, str] | str] = [("events/s", "bold"), f" {_num(host.total_events_per_s())}"]
     cpu: list[tuple[str, str] | str] = [("host CPU", "bold"), f" guest {_pct(host.guest_cpu_pct)}"]
@@ -132,7 +131,8 @@ def header_lines(host: HostSummary | None, since: str = "") -> list[Text]:
     return [first, line(*ev), line(*cpu), line(*probes)]
 
 
-def status_line(ui: UiState) -> Text:
+def status_line(ui: UiState, shown: tuple[int, int] | None = None) -> Text:
+    """Prompt, or sort/filter/pause state; `shown` is (VMs shown, VMs in all)."""
     if ui.prompt == "filter":
         return line(("filter VMs by name (regex, Enter applies, Esc cancels): ", "bold"), ui.buffer)
     if ui.prompt == "interval":
@@ -141,6 +141,8 @@ def status_line(ui: UiState) -> Text:
     if ui.drill is None:
         parts.append(f"sort {column(ui.sort_key).title}{ARROW[ui.descending]}")
         parts.append(f"  filter /{ui.filter_text}/" if ui.filter_text else "  no filter")
+        if ui.filter_text and shown is not None:
+            parts.append(f" ({shown[0]} of {shown[1]} VMs)")
     elif ui.live:
         parts.append("Esc: back to all VMs")
     if ui.paused:
@@ -213,7 +215,7 @@ def render_main(
 ) -> str:
     """The main screen: host header, status line, VM table."""
     parts: list[RenderableType] = list(header_lines(host, since))
-    parts.append(status_line(ui))
+    parts.append(status_line(ui, (len(rows), host.vm_count) if host else None))
     if host is not None:
         total = host.vm_count
         max_rows = (height - len(parts)) if height else len(rows) + 3

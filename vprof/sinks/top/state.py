@@ -146,7 +146,6 @@ def _move(ui: UiState, visible: Sequence[str], key: str) -> None:
 def _sort_step(ui: UiState, step: int) -> None:
     i = COLUMN_KEYS.index(ui.sort_key) if ui.sort_key in COLUMN_KEYS else 0
     ui.set_sort(COLUMN_KEYS[(i + step) % len(COLUMN_KEYS)])
-    ui.message = f"sort by {column(ui.sort_key).title}"
 
 
 def handle_key(ui: UiState, key: str, visible: Sequence[str]) -> None:
