@@ -19,7 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_top_support import FakeSource, Load, snap, vm
 
+from vprof.sinks.top.app import Feeder
+from vprof.sinks.top.stream import PrimedSource
 from vprof.sinks.top.terminal import ENTER_SEQ, LEAVE_SEQ
 
 CHILD = """
@@ -161,3 +164,37 @@ def test_exception_from_the_source_restores_the_terminal(pty_factory) -> None:  
     t.assert_restored()
     # The traceback is printed after the terminal is back, so the user can read it.
     assert t.out.rindex(b"source broke") > t.out.rindex(LEAVE_SEQ.encode())
+
+
+class PollingSource(FakeSource):
+    """Like the Profiler: snapshots() and snapshot() on demand; counts calls."""
+
+    def __init__(self) -> None:
+        super().__init__([("pio-vm", "1:1", Load(pio=1000))])
+        self.calls: list[float] = []
+
+    def snapshot(self):  # type: ignore[no-untyped-def]
+        self.calls.append(time.monotonic())
+        self.t += 0.05
+        return snap(vm("pio-vm", "1:1", Load(pio=1000), self.t), seconds=self.t, interval=0.05)
+
+
+def test_feeder_polls_on_an_interruptible_timer() -> None:
+    source = PollingSource()
+    primed = PrimedSource(source, 0.05)
+    feeder = Feeder(primed, 0.05)
+    feeder.start()
+    time.sleep(0.3)
+    feeder.set_interval(10.0)  # applies at once: no snapshot for 10 s now
+    time.sleep(0.1)
+    n = len(source.calls)
+    time.sleep(0.3)
+    assert len(source.calls) == n
+    started = time.monotonic()
+    feeder.stop()
+    assert time.monotonic() - started < 0.5  # stop() does not wait out the interval
+    assert not feeder.is_alive()
+    items = feeder.drain()
+    assert items[0] is primed.first  # the snapshot taken to check --vm comes first
+    assert len(items) == n + 1 and n >= 3
+    assert all(not isinstance(i, BaseException) for i in items)

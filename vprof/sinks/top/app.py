@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections.abc import Callable
 
 from vprof.model import Snapshot, SnapshotSource
 from vprof.sinks.top.screen import compose
@@ -24,7 +26,13 @@ class SourceEnded(Exception):
 
 
 class Feeder(threading.Thread):
-    """Iterates the source; restarts it when the interval changes."""
+    """Takes snapshots in the background and queues them for the main thread.
+
+    A source with `snapshot()` (the Profiler, through PrimedSource) is polled
+    on an interruptible timer, so stop() never leaves a snapshot being read
+    while the caller closes the source, and a new interval applies at once.
+    Other sources are iterated, restarting when the interval changes.
+    """
 
     def __init__(self, source: SnapshotSource, interval: float) -> None:
         super().__init__(name="vprof-top-feeder", daemon=True)
@@ -32,23 +40,49 @@ class Feeder(threading.Thread):
         self.interval = interval
         self.items: queue.Queue[Snapshot | BaseException] = queue.Queue()
         self.stopping = threading.Event()
+        self.wake = threading.Event()
+
+    def set_interval(self, interval: float) -> None:
+        if interval != self.interval:
+            self.interval = interval
+            self.wake.set()
 
     def run(self) -> None:
+        take = getattr(self.source, "snapshot", None)
         try:
-            while not self.stopping.is_set():
-                interval = self.interval
-                for snap in self.source.snapshots(interval):
-                    if self.stopping.is_set():
-                        return
-                    self.items.put(snap)
-                    if self.interval != interval:
-                        break
-                else:
-                    self.items.put(SourceEnded("the snapshot source ended"))
-                    return
+            if callable(take):
+                self._poll(take)
+            else:
+                self._iterate()
         except Exception as exc:  # handed to the main thread, which reports it
             if not self.stopping.is_set():
                 self.items.put(exc)
+
+    def _poll(self, take: Callable[[], Snapshot]) -> None:
+        due = time.monotonic()
+        while not self.stopping.is_set():
+            self.items.put(take())
+            due += self.interval
+            while (left := due - time.monotonic()) > 0:
+                self.wake.wait(left)  # set by stop() and by a new interval
+                if self.stopping.is_set():
+                    return
+                if self.wake.is_set():
+                    self.wake.clear()
+                    due = time.monotonic() + self.interval
+
+    def _iterate(self) -> None:
+        while not self.stopping.is_set():
+            interval = self.interval
+            for snap in self.source.snapshots(interval):
+                if self.stopping.is_set():
+                    return
+                self.items.put(snap)
+                if self.interval != interval:
+                    break
+            else:
+                self.items.put(SourceEnded("the snapshot source ended"))
+                return
 
     def drain(self) -> list[Snapshot | BaseException]:
         out: list[Snapshot | BaseException] = []
@@ -60,7 +94,9 @@ class Feeder(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
-        self.join(timeout=0.5)
+        self.wake.set()
+        # A snapshot being taken finishes before the caller closes the source.
+        self.join(timeout=5.0)
 
 
 def run_live(
@@ -82,7 +118,7 @@ def run_live(
             for key in term.read_keys(KEY_POLL_S):
                 handle_key(ui, key, visible)
                 dirty = True
-            feeder.interval = ui.interval
+            feeder.set_interval(ui.interval)
             if ui.reset_requested:
                 ui.reset_requested = False
                 stream.reset()

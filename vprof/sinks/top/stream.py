@@ -7,7 +7,7 @@ and total events since the last reset (the `r` key).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from vprof.model import SlowExit, Snapshot, SnapshotSource, diff
@@ -61,7 +61,9 @@ class PrimedSource:
     """A source whose first snapshot was already taken (to check --vm before the UI).
 
     It replays that snapshot and the rest of its iterator; asking for another
-    interval starts a fresh iterator from the wrapped source.
+    interval starts a fresh iterator from the wrapped source.  If the wrapped
+    source can also take a snapshot on demand (the Profiler's `snapshot()`),
+    `snapshot` is that, replaying the first one; otherwise it is None.
     """
 
     def __init__(self, source: SnapshotSource, interval: float) -> None:
@@ -70,6 +72,16 @@ class PrimedSource:
         self._it: Iterator[Snapshot] | None = source.snapshots(interval)
         self.first: Snapshot = next(self._it)
         self._replayed = False
+        take = getattr(source, "snapshot", None)
+        self._take: Callable[[], Snapshot] | None = take if callable(take) else None
+        self.snapshot: Callable[[], Snapshot] | None = self._snapshot if self._take else None
+
+    def _snapshot(self) -> Snapshot:
+        if not self._replayed:
+            self._replayed = True
+            return self.first
+        assert self._take is not None
+        return self._take()
 
     def snapshots(self, interval: float) -> Iterator[Snapshot]:
         it, self._it = self._it, None
