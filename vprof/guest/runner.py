@@ -1,0 +1,130 @@
+"""The micro-guest process: `python -m vprof.guest.runner -name guest=NAME ...`.
+
+`vprof guest` checks its arguments and then execs this module, so the PID
+stays the same and /proc/PID/cmdline carries QEMU's `-name guest=NAME`, which
+is how vprof (and anything else) recognises the process as a VM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+from vprof.guest import layout as L
+from vprof.guest import report
+from vprof.guest.args import ArgError, GuestArgs, parse_runner_argv, validate
+from vprof.guest.kvmapi import libc
+from vprof.guest.vm import (
+    PR_SET_NAME,
+    GuestFault,
+    KvmUnavailable,
+    Machine,
+    max_vcpus,
+    open_kvm,
+)
+
+PROCESS_COMM = b"vprof-guest"
+
+
+def _emit(args: GuestArgs, event: dict[str, Any]) -> None:
+    text = (
+        report.json_line(event)
+        if args.json
+        else (report.ready_text(event) if event["event"] == "ready" else report.result_text(event))
+    )
+    print(text, flush=True)
+
+
+def _collect_stats(machine: Machine) -> dict[str, Any]:
+    from vprof.guest.stats import read_stats
+
+    return {
+        "vm": read_stats(machine.fd),
+        "vcpus": [read_stats(v.fd) for v in machine.vcpus],
+    }
+
+
+def _wait(machine: Machine, args: GuestArgs, stop_requested: list[bool]) -> float:
+    """Let the vCPUs run until they finish; returns the elapsed seconds."""
+    start = time.monotonic()
+    for v in machine.vcpus:
+        v.go.set()
+    deadline = start + args.duration if args.duration is not None else None
+    stopped = False
+    while not all(v.finished.is_set() for v in machine.vcpus):
+        if not stopped and (stop_requested[0] or (deadline and time.monotonic() >= deadline)):
+            machine.stop()
+            stopped = True
+        # Short waits keep SIGTERM/SIGINT handling prompt in the main thread.
+        next(v for v in machine.vcpus if not v.finished.is_set()).finished.wait(0.02)
+        if any(v.result.error for v in machine.vcpus) and not stopped:
+            machine.stop()
+            stopped = True
+    return time.monotonic() - start
+
+
+def run(args: GuestArgs) -> int:
+    stop_requested = [False]
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop_requested[0] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    libc().prctl(PR_SET_NAME, PROCESS_COMM, 0, 0, 0)
+    target = args.count or 0
+    machine = Machine(args.workload, args.mode, args.vcpus, target)
+    for v in machine.vcpus:
+        v.thread.start()
+    for v in machine.vcpus:
+        v.started.wait()
+    pid = os.getpid()
+    _emit(args, report.ready_event(pid, args.name, [v.result.tid for v in machine.vcpus]))
+    seconds = _wait(machine, args, stop_requested)
+    vcpus = [
+        report.vcpu_entry(
+            v.index,
+            v.result.tid,
+            v.result.iterations,
+            v.result.exits,
+            machine.read_u64(L.data_page(v.index) + L.D_IRQS),
+            args.workload,
+        )
+        for v in machine.vcpus
+    ]
+    errors = [v.result.error for v in machine.vcpus if v.result.error]
+    stats = _collect_stats(machine) if args.stats else None
+    _emit(args, report.result_event(pid, args, seconds, vcpus, stats, errors))
+    return 1 if errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_runner_argv(sys.argv[1:] if argv is None else argv)
+    except ArgError as exc:
+        print(f"vprof guest: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        kvm_fd = open_kvm()
+        try:
+            validate(args, max_vcpus(kvm_fd))
+        finally:
+            os.close(kvm_fd)
+        return run(args)
+    except ArgError as exc:
+        print(f"vprof guest: error: {exc}", file=sys.stderr)
+        return 2
+    except KvmUnavailable as exc:
+        print(f"vprof guest: error: {exc}", file=sys.stderr)
+        return 1
+    except (GuestFault, OSError) as exc:
+        print(f"vprof guest: failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
