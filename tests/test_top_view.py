@@ -280,3 +280,11 @@ def test_drill_down_without_a_taxonomy_shows_no_explanation(
     finally:
         explain.reason_line.cache_clear()
         explain.remedy_line.cache_clear()
+
+
+def test_host_cpu_share_counts_a_new_vcpu_only_within_the_interval() -> None:
+    # First seen this interval, with 3 s of ledger behind it: counted as 1 s.
+    d = snap(vm("new-vm", "1:1", Load(vmm=0.5), seconds=3.0), seconds=3.0, interval=1.0)
+    h = host.host_summary(d, 2)
+    assert h.cpu_pct[view.Bucket.IO] == pytest.approx(25.0)
+    assert h.guest_cpu_pct == pytest.approx(25.0)

@@ -33,24 +33,38 @@ class HostSummary:
         return sum(v or 0.0 for v in self.events_per_s.values())
 
 
+def _cpu_ns(snap: Snapshot) -> tuple[float, dict[Bucket, float]]:
+    """(guest ns, overhead ns by bucket) of every vCPU, within this interval.
+
+    A vCPU first seen in this interval may carry ledger time from before it
+    (since its tracking began); scaling it to the interval keeps host shares
+    within the host's capacity.
+    """
+    guest = 0.0
+    ns = dict.fromkeys(Bucket, 0.0)
+    for vm in snap.vms:
+        for v in vm.vcpus:
+            scale = min(1.0, snap.interval_ns / v.wall_ns) if v.wall_ns > 0 else 1.0
+            for cat, value in v.ledger.items():
+                try:
+                    cat_l = Ledger(cat)
+                except ValueError:
+                    continue
+                bucket = bucket_of(cat_l)
+                if cat_l in (Ledger.GUEST, Ledger.IN_KVM_RUN):
+                    guest += value * scale
+                elif bucket is not None and cat_l is not Ledger.RUNQUEUE:
+                    ns[bucket] += value * scale
+    return guest, ns
+
+
 def host_summary(snap: Snapshot, host_cpus: int) -> HostSummary:
     secs = interval_seconds(snap)
     counts = dict.fromkeys(Bucket, 0)
-    ns = dict.fromkeys(Bucket, 0)
-    guest_ns = 0
     for vm in snap.vms:
         for b, c in vm.events_by_bucket().items():
             counts[b] += c
-        for cat, value in vm.ledger_total().items():
-            try:
-                cat_l = Ledger(cat)
-            except ValueError:
-                continue
-            bucket = bucket_of(cat_l)
-            if cat_l in (Ledger.GUEST, Ledger.IN_KVM_RUN):
-                guest_ns += value
-            elif bucket is not None and cat_l is not Ledger.RUNQUEUE:
-                ns[bucket] += value
+    guest_ns, ns = _cpu_ns(snap)
     capacity = snap.interval_ns * max(1, host_cpus)
     return HostSummary(
         timestamp=snap.timestamp,
