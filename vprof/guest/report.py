@@ -42,6 +42,7 @@ def result_event(
     vcpus: list[dict[str, Any]],
     kvm_stats: Mapping[str, Any] | None = None,
     errors: Sequence[str] = (),
+    ioeventfd_signals: int | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "event": "result",
@@ -53,6 +54,9 @@ def result_event(
         "total_ops": sum(v["ops"] for v in vcpus),
         "vcpus": vcpus,
     }
+    if ioeventfd_signals is not None:
+        # Counted by the kernel: pio_kernel_out summed over vCPUs.
+        out["ioeventfd_signals"] = ioeventfd_signals
     if kvm_stats is not None:
         out["kvm_stats"] = dict(kvm_stats)
     if errors:

@@ -98,7 +98,8 @@ def run(args: GuestArgs) -> int:
     ]
     errors = [v.result.error for v in machine.vcpus if v.result.error]
     stats = _collect_stats(machine) if args.stats else None
-    _emit(args, report.result_event(pid, args, seconds, vcpus, stats, errors))
+    signals = machine.ioeventfd_signals()
+    _emit(args, report.result_event(pid, args, seconds, vcpus, stats, errors, signals))
     return 1 if errors else 0
 
 

@@ -339,6 +339,15 @@ class Machine:
         self.touch_mem.madvise(mmap.MADV_DONTNEED, off, W.PAGETOUCH_PER_VCPU)
         self.write_u64(L.data_page(index) + L.D_CURSOR, W.PAGETOUCH_BASE + off)
 
+    def ioeventfd_signals(self) -> int | None:
+        """Writes KVM signalled on the pio-kernel ioeventfd (None without one)."""
+        if self.eventfd < 0:
+            return None
+        try:
+            return os.eventfd_read(self.eventfd)
+        except BlockingIOError:
+            return 0
+
     def stop(self) -> None:
         """Ask every vCPU to finish its current iteration and report done."""
         for i in range(len(self.vcpus)):

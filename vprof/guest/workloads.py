@@ -33,7 +33,7 @@ MMIO_READ_VALUE = 0x56504D4D  # what the VMM answers to an MMIO read
 CPUID_LEAF = 0x40000000  # cpuid: the hypervisor-signature leaf
 MSR_INDEX = 0x175  # msr: IA32_SYSENTER_ESP, kept in-kernel, unused by 64-bit code
 PAGETOUCH_BASE = 0x40000000  # pagetouch: region of guest-physical pages to touch
-PAGETOUCH_PER_VCPU = 64 << 20  # each vCPU touches its own 64 MiB, then it is recycled
+PAGETOUCH_PER_VCPU = 32 << 20  # each vCPU touches its own 32 MiB, then it is recycled
 TIMER_VECTOR = 0x40  # hlt: the local APIC timer's vector
 SPURIOUS_VECTOR = 0xFF
 # User mode enters its CPL0 handler with a CLI, which raises #GP(0) at CPL3.
