@@ -90,8 +90,8 @@ _DEPLOY = """
   job `vprof` from file-based service discovery, evaluates the alert rules,
   and remote-writes the vprof series to Mimir, Thanos Receive or
   VictoriaMetrics; its commented federation job is the alternative for a
-  global Prometheus.  The rules and dashboards expect `job="vprof"` and
-  `instance` = host name.
+  global Prometheus.  The alert rules expect `job="vprof"`; the dashboards
+  read the host from `instance`, so relabel it to the host name.
 """
 
 
