@@ -6,7 +6,9 @@ doing port I/O, one halting.  Each query of each panel of each dashboard runs
 through Prometheus's HTTP API with the template variables substituted, as
 Grafana would: it must parse and return data, except the panels documented as
 needing kvm_exit timing (tests/test_dashboards.py EXIT_TIMING_PANELS), which
-must parse.  Key panels must show the expected answer.  Other guests may run
+must parse.  The daemon runs with granularity "vcpu" so that the VM
+dashboard's per-vCPU panels have series.  Key panels must show the expected
+answer.  Other guests may run
 on this host at the same time: $vm names only ours.
 """
 
