@@ -1,0 +1,145 @@
+/* exits: kvm:kvm_exit + kvm:kvm_entry.  Count per (pid, tid, isa, reason),
+ * handling time exit -> entry as total and log2 histogram, guest time
+ * entry -> exit in the ledger, slow exits to the ring buffer.
+ *
+ * vprof_on_exit/vprof_on_entry hold all the logic.  The tracepoints call
+ * them, and so do uprobes on the test injector (tests/test_probes_inject.py),
+ * which replays known sequences: the only way to test this path on hosts
+ * where kvm_exit never fires (kvm_pvm).
+ */
+#include "shared.h"
+
+#ifndef VPROF_SLOW_NS
+#define VPROF_SLOW_NS 1000000
+#endif
+
+BPF_PERCPU_HASH(exits, struct exit_key, struct exit_val, VPROF_MAX_EXITS);
+BPF_RINGBUF_OUTPUT(slow, VPROF_RINGBUF_BYTES / 4096);
+
+/* Histogram slot: floor(log2(d)), d <= 1 in slot 0 (vprof.model.HIST_SLOTS). */
+static __always_inline u32 vprof_slot(u64 d)
+{
+	u32 r = 0;
+	if (d >> 32) { d >>= 32; r += 32; }
+	if (d >> 16) { d >>= 16; r += 16; }
+	if (d >> 8) { d >>= 8; r += 8; }
+	if (d >> 4) { d >>= 4; r += 4; }
+	if (d >> 2) { d >>= 2; r += 2; }
+	if (d >> 1) { r += 1; }
+	return r < VPROF_HIST_SLOTS ? r : VPROF_HIST_SLOTS - 1;
+}
+
+static __always_inline struct exit_val *vprof_exit_val(u32 pid, u32 tid, u32 isa, u32 reason)
+{
+	struct exit_key k = {.pid = pid, .tid = tid, .isa = isa, .reason = reason};
+	struct exit_val zero = {};
+	struct exit_val *v = exits.lookup_or_try_init(&k, &zero);
+	if (!v)
+		vprof_overflow(OVF_EXITS);
+	return v;
+}
+
+/* Close the pending exit at `now` (kvm_entry, or the return to userspace). */
+static __always_inline void vprof_close_exit(struct vcpu_state *s, u32 tid, u64 now)
+{
+	if (!s->exit_ns)
+		return;
+	u64 d = now > s->exit_ns ? now - s->exit_ns : 0;
+	struct exit_val *v = vprof_exit_val(s->pid, tid, s->exit_isa, s->exit_reason);
+	if (v) {
+		v->timed += 1;
+		v->total_ns += d;
+		u32 slot = vprof_slot(d);
+		if (slot < VPROF_HIST_SLOTS)
+			v->hist[slot] += 1;
+	}
+	if (d >= VPROF_SLOW_NS) {
+		struct slow_exit r = {.pid = s->pid, .tid = tid, .isa = s->exit_isa,
+				      .reason = s->exit_reason, .vcpu_id = s->vcpu_id,
+				      .exit_ns = s->exit_ns, .duration_ns = d};
+		if (slow.ringbuf_output(&r, sizeof(r), 0) != 0)
+			vprof_overflow(OVF_RINGBUF);
+	}
+	s->exit_ns = 0;
+}
+
+static __always_inline int vprof_on_exit(u32 isa, u32 reason, u32 vcpu, u64 now)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct vcpu_state *s = vprof_vcpu(id >> 32, tid, now, L_GUEST);
+	if (!s)
+		return 0;
+	vprof_close_exit(s, tid, now); /* an exit without entry: never lose it */
+	struct exit_val *v = vprof_exit_val(s->pid, tid, isa, reason);
+	if (v)
+		v->count += 1;
+	s->flags |= F_EXITS_SEEN;
+	s->vcpu_id = vcpu;
+	s->exit_ns = now ? now : 1;
+	s->exit_isa = isa;
+	s->exit_reason = reason;
+	vprof_move(s, L_KERNEL, now);
+	return 0;
+}
+
+static __always_inline int vprof_on_entry(u32 vcpu, u64 now)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct vcpu_state *s = vprof_vcpu(id >> 32, tid, now, L_KERNEL);
+	if (!s)
+		return 0;
+	vprof_close_exit(s, tid, now);
+	s->flags |= F_EXITS_SEEN;
+	s->vcpu_id = vcpu;
+	vprof_move(s, L_GUEST, now);
+	return 0;
+}
+
+static __always_inline int vprof_on_userspace(u64 now)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct vcpu_state *s = vcpus.lookup(&tid);
+	if (s)
+		vprof_close_exit(s, tid, now);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_exit)
+{
+	return vprof_on_exit(args->isa, args->exit_reason, args->vcpu_id, bpf_ktime_get_ns());
+}
+
+TRACEPOINT_PROBE(kvm, kvm_entry)
+{
+	return vprof_on_entry(args->vcpu_id, bpf_ktime_get_ns());
+}
+
+/* An exit handled in userspace ends when KVM_RUN returns, not at the next
+ * entry: the VMM's time is the vmm family's, not the exit's. */
+TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
+{
+	return vprof_on_userspace(bpf_ktime_get_ns());
+}
+
+#ifdef VPROF_INJECTOR
+/* uprobes on the test injector: vprof_inject_exit(isa, reason, vcpu, ts)
+ * and vprof_inject_entry(vcpu, ts), ts in CLOCK_MONOTONIC ns. */
+int vprof_injected_exit(struct pt_regs *ctx)
+{
+	return vprof_on_exit(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx),
+			     PT_REGS_PARM4(ctx));
+}
+
+int vprof_injected_entry(struct pt_regs *ctx)
+{
+	return vprof_on_entry(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
+}
+
+int vprof_injected_userspace(struct pt_regs *ctx)
+{
+	return vprof_on_userspace(PT_REGS_PARM1(ctx));
+}
+#endif

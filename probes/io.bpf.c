@@ -1,0 +1,48 @@
+/* io: port I/O, MMIO and exits to the VMM's userspace.  The io map keeps
+ * exact counts per (pid, tid, kind, direction, size, address); Python ranks
+ * the busiest ports and addresses from it. */
+#include "shared.h"
+
+BPF_PERCPU_HASH(io, struct io_key, u64, VPROF_MAX_IO);
+
+static __always_inline int vprof_io(u32 kind, u32 dir, u32 size, u64 addr)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	vprof_current(bpf_ktime_get_ns());
+	struct io_key k = {};
+	k.pid = id >> 32;
+	k.tid = (u32)id;
+	k.kind = kind;
+	k.dir = dir;
+	k.size = size;
+	k.addr = addr;
+	u64 zero = 0;
+	u64 *v = io.lookup_or_try_init(&k, &zero);
+	if (!v) {
+		vprof_overflow(OVF_IO);
+		return 0;
+	}
+	*v += 1;
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_pio)
+{
+	return vprof_io(IO_PIO, args->rw, args->size, args->port);
+}
+
+TRACEPOINT_PROBE(kvm, kvm_mmio)
+{
+	return vprof_io(IO_MMIO, args->type, args->len, args->gpa);
+}
+
+TRACEPOINT_PROBE(kvm, kvm_fast_mmio)
+{
+	return vprof_io(IO_FAST_MMIO, 2, 0, args->gpa);
+}
+
+TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
+{
+	vprof_kvm_event(EV_USERSPACE_EXIT, args->reason, 0);
+	return 0;
+}

@@ -1,0 +1,67 @@
+/* memory: two-dimensional paging faults and the shadow/TDP MMU's work. */
+#include "shared.h"
+
+/* bcc copies the kvmmmu tracepoint structs verbatim; they use KVM's own
+ * address types (arch/x86/include/asm/kvm_host.h, include/linux/kvm_types.h). */
+typedef u64 gpa_t;
+typedef u64 gfn_t;
+
+TRACEPOINT_PROBE(kvm, kvm_page_fault)
+{
+	vprof_kvm_event(EV_PAGE_FAULT, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvmmmu, kvm_mmu_set_spte)
+{
+	vprof_kvm_event(EV_MMU_SET_SPTE, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvmmmu, kvm_mmu_spte_requested)
+{
+	vprof_kvm_event(EV_MMU_SPTE_REQUESTED, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvmmmu, fast_page_fault)
+{
+	vprof_kvm_event(EV_FAST_PAGE_FAULT, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvmmmu, handle_mmio_page_fault)
+{
+	vprof_kvm_event(EV_MMIO_PAGE_FAULT, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvmmmu, mark_mmio_spte)
+{
+	vprof_kvm_event(EV_MARK_MMIO_SPTE, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvmmmu, kvm_mmu_pagetable_walk)
+{
+	vprof_kvm_event(EV_MMU_PAGETABLE_WALK, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_async_pf_not_present)
+{
+	vprof_kvm_event(EV_ASYNC_PF_NOT_PRESENT, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_async_pf_ready)
+{
+	vprof_kvm_event(EV_ASYNC_PF_READY, 0, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_async_pf_completed)
+{
+	vprof_kvm_event(EV_ASYNC_PF_COMPLETED, 0, 0);
+	return 0;
+}

@@ -1,0 +1,33 @@
+/* privileged: trapped CPUID, MSR, CR accesses, hypercalls, and instructions
+ * KVM had to emulate. */
+#include "shared.h"
+
+TRACEPOINT_PROBE(kvm, kvm_cpuid)
+{
+	vprof_kvm_event(EV_CPUID, args->function, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_msr)
+{
+	vprof_kvm_event(EV_MSR, ((u64)args->write << 32) | args->ecx, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_cr)
+{
+	vprof_kvm_event(EV_CR, ((u64)args->rw << 32) | args->cr, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_hypercall)
+{
+	vprof_kvm_event(EV_HYPERCALL, args->nr, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(kvm, kvm_emulate_insn)
+{
+	vprof_kvm_event(EV_EMULATE_INSN, args->failed, 0);
+	return 0;
+}

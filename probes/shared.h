@@ -1,0 +1,97 @@
+/* shared.h: the maps several families share, and the helpers that keep each
+ * vCPU thread's time ledger.  core.bpf.c defines the maps (VPROF_CORE); each
+ * family sees them as "extern", so one family failing to load leaves the
+ * others and these maps intact.
+ */
+#ifndef VPROF_SHARED_H
+#define VPROF_SHARED_H
+#include "vprof.h"
+
+#ifdef VPROF_CORE
+#define VPROF_SHARED_MAP(type, k, v, name, n) BPF_TABLE_SHARED(type, k, v, name, n)
+#else
+#define VPROF_SHARED_MAP(type, k, v, name, n) BPF_TABLE("extern", k, v, name, n)
+#endif
+
+/* Not per-CPU: a thread migrates, and its waker runs on another CPU. */
+VPROF_SHARED_MAP("hash", u32, struct vcpu_state, vcpus, VPROF_MAX_VCPUS);
+VPROF_SHARED_MAP("percpu_hash", struct event_key, struct event_val, events, VPROF_MAX_EVENTS);
+VPROF_SHARED_MAP("percpu_array", u32, u64, overflow, OVF_NSLOTS);
+
+static __always_inline void vprof_overflow(u32 slot)
+{
+	u64 *v = overflow.lookup(&slot);
+	if (v)
+		*v += 1;
+}
+
+/* Charge the time since the last transition to the current category. */
+static __always_inline void vprof_move(struct vcpu_state *s, u32 cat, u64 now)
+{
+	u32 st = s->state;
+	if (st == L_DEAD)
+		return;
+	if (st >= L_NCAT)
+		st = L_UNATTRIBUTED;
+	if (now > s->since_ns)
+		s->ns[st & (L_NCAT - 1)] += now - s->since_ns;
+	s->since_ns = now;
+	s->state = cat;
+}
+
+/* The vCPU state of the current thread; its first KVM event creates it, so a
+ * new VM is traced from its first event without waiting for userspace. */
+static __always_inline struct vcpu_state *vprof_vcpu(u32 pid, u32 tid, u64 now, u32 cat)
+{
+	struct vcpu_state *s = vcpus.lookup(&tid);
+	if (s)
+		return s;
+	struct vcpu_state init = {};
+	init.pid = pid;
+	init.vcpu_id = ~0U;
+	init.state = cat;
+	init.resume = cat;
+	init.in_run = (cat != L_VMM_USERSPACE && cat != L_UNATTRIBUTED);
+	init.since_ns = now;
+	init.first_ns = now;
+	/* insert = BPF_NOEXIST: a racing first event on another CPU wins. */
+	vcpus.insert(&tid, &init);
+	s = vcpus.lookup(&tid);
+	if (!s)
+		vprof_overflow(OVF_VCPUS);
+	return s;
+}
+
+static __always_inline struct vcpu_state *vprof_current(u64 now)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	/* A KVM event outside an ioctl we traced: we are inside KVM_RUN. */
+	return vprof_vcpu(id >> 32, (u32)id, now, L_IN_KVM_RUN);
+}
+
+static __always_inline void vprof_event(u32 id, u64 detail, u64 sum)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	struct event_key k = {};
+	k.pid = pt >> 32;
+	k.tid = (u32)pt;
+	k.id = id;
+	k.detail = detail;
+	struct event_val zero = {};
+	struct event_val *v = events.lookup_or_try_init(&k, &zero);
+	if (!v) {
+		vprof_overflow(OVF_EVENTS);
+		return;
+	}
+	v->count += 1;
+	v->sum += sum;
+}
+
+/* Every KVM event both marks its thread as a vCPU and counts. */
+static __always_inline void vprof_kvm_event(u32 id, u64 detail, u64 sum)
+{
+	vprof_current(bpf_ktime_get_ns());
+	vprof_event(id, detail, sum);
+}
+
+#endif /* VPROF_SHARED_H */

@@ -1,0 +1,146 @@
+/* vprof.h: every struct and constant that crosses from the BPF programs into
+ * Python.  vprof/events.py mirrors these with ctypes; change both together
+ * (tests/test_aggregate.py checks the sizes).
+ *
+ * The loader compiles probes/core.bpf.c first: it owns the maps that several
+ * families share (VPROF_CORE defined).  Every family file includes this
+ * header without VPROF_CORE and sees the same maps as "extern".
+ */
+#ifndef VPROF_H
+#define VPROF_H
+
+#define VPROF_HIST_SLOTS 40 /* = vprof.model.HIST_SLOTS */
+#define VPROF_MAX_VCPUS 4096
+#define VPROF_MAX_EVENTS 16384
+#define VPROF_MAX_EXITS 16384
+#define VPROF_MAX_IO 4096
+#define VPROF_RINGBUF_BYTES (64 * 4096)
+
+/* Where a vCPU thread's time goes (vprof.model.Ledger); KERNEL is split
+ * by bucket in Python from the exit handling times. */
+enum vprof_ledger {
+	L_GUEST = 0,
+	L_IN_KVM_RUN = 1,
+	L_KERNEL = 2,
+	L_VMM_USERSPACE = 3,
+	L_RUNQUEUE = 4,
+	L_HALTED = 5,
+	L_UNATTRIBUTED = 6,
+	L_DEAD = 7, /* thread exited: no more time accrues */
+	L_NCAT = 8,
+};
+
+/* vcpu_state.flags */
+#define F_EXITS_SEEN 1 /* kvm_exit/kvm_entry fire for this thread */
+#define F_BLOCKED 2    /* switched out while not runnable */
+#define F_IOCTL_SEEN 4 /* KVM_RUN ioctl boundaries are traced */
+
+/* overflow[] slots: map full or ring buffer full; vprof/events.py names them */
+enum vprof_overflow {
+	OVF_VCPUS = 0,
+	OVF_EVENTS = 1,
+	OVF_EXITS = 2,
+	OVF_IO = 3,
+	OVF_RINGBUF = 4,
+	OVF_NSLOTS = 8,
+};
+
+/* Non-exit events; vprof/events.py maps each id to its tracepoint name. */
+enum vprof_event {
+	EV_USERSPACE_EXIT = 1, /* detail: KVM_EXIT_* reason */
+	EV_CPUID = 2,          /* detail: function (leaf) */
+	EV_MSR = 3,            /* detail: write << 32 | msr index */
+	EV_CR = 4,             /* detail: rw << 32 | cr number */
+	EV_HYPERCALL = 5,      /* detail: nr */
+	EV_EMULATE_INSN = 6,   /* detail: failed */
+	EV_PAGE_FAULT = 7,
+	EV_MMU_SET_SPTE = 8,
+	EV_MMU_SPTE_REQUESTED = 9,
+	EV_FAST_PAGE_FAULT = 10,
+	EV_MMIO_PAGE_FAULT = 11,
+	EV_MARK_MMIO_SPTE = 12,
+	EV_MMU_PAGETABLE_WALK = 13,
+	EV_ASYNC_PF_NOT_PRESENT = 14,
+	EV_ASYNC_PF_READY = 15,
+	EV_ASYNC_PF_COMPLETED = 16,
+	EV_VCPU_WAKEUP = 17, /* detail: waited; sum: ns */
+	EV_HALT_POLL_NS = 18, /* detail: grow */
+	EV_FPU = 19,          /* detail: load */
+	EV_INJ_VIRQ = 20,     /* detail: vector */
+	EV_INJ_EXCEPTION = 21, /* detail: exception vector */
+};
+
+/* io map kinds and directions */
+#define IO_PIO 1       /* dir: 0 in, 1 out (kvm_pio rw) */
+#define IO_MMIO 2      /* dir: KVM_TRACE_MMIO_*: 0 unsatisfied read, 1 read, 2 write */
+#define IO_FAST_MMIO 3 /* dir: 2 write */
+
+struct vcpu_state {
+	__u32 pid;
+	__u32 vcpu_id; /* from kvm_exit/kvm_entry; ~0 until known */
+	__u32 state;   /* enum vprof_ledger */
+	__u32 resume;  /* state to return to when switched back in */
+	__u32 in_run;  /* inside the KVM_RUN ioctl */
+	__u32 flags;
+	__u64 since_ns; /* CLOCK_MONOTONIC when `state` began */
+	__u64 first_ns; /* first event of this thread */
+	__u64 ns[L_NCAT];
+	__u64 runq_wait_ns;
+	__u64 preemptions;
+	__u64 voluntary;
+	__u64 wakeups;
+	__u64 exit_ns; /* pending exit: time, isa, reason; 0 when none */
+	__u32 exit_isa;
+	__u32 exit_reason;
+};
+
+struct event_key {
+	__u32 pid;
+	__u32 tid;
+	__u32 id; /* enum vprof_event */
+	__u32 pad;
+	__u64 detail;
+};
+
+struct event_val {
+	__u64 count;
+	__u64 sum;
+};
+
+struct exit_key {
+	__u32 pid;
+	__u32 tid;
+	__u32 isa; /* kvm_exit isa: 1 VMX, 2 SVM */
+	__u32 reason; /* raw exit_reason, flag bits included */
+};
+
+struct exit_val {
+	__u64 count;
+	__u64 timed; /* exits whose handling time was measured */
+	__u64 total_ns;
+	__u64 hist[VPROF_HIST_SLOTS];
+};
+
+struct io_key {
+	__u32 pid;
+	__u32 tid;
+	__u32 kind;
+	__u32 dir;
+	__u32 size;
+	__u32 pad;
+	__u64 addr;
+};
+
+/* ring-buffer record: one exit slower than VPROF_SLOW_NS */
+struct slow_exit {
+	__u32 pid;
+	__u32 tid;
+	__u32 isa;
+	__u32 reason;
+	__u32 vcpu_id;
+	__u32 pad;
+	__u64 exit_ns;
+	__u64 duration_ns;
+};
+
+#endif /* VPROF_H */

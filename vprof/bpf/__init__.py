@@ -1,0 +1,6 @@
+"""The kernel side's loader: the only package that imports bcc (in _bcc.py).
+
+source.py renders the C of each probe family (pure, testable); loader.py
+compiles and attaches each family on its own and reads the maps as raw bytes,
+which vprof/events.py decodes.
+"""

@@ -1,0 +1,73 @@
+"""The one untyped boundary to bcc (excluded from mypy; see pyproject.toml).
+
+Everything bcc returns is turned into plain bytes and ints here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import Any
+
+
+def compile_text(text: str) -> Any:
+    """Compile and load `text`; bcc attaches every TRACEPOINT_PROBE itself."""
+    from bcc import BPF  # the only bcc import in vprof
+
+    return BPF(text=text)
+
+
+def _raw(obj: Any) -> bytes:
+    return ctypes.string_at(ctypes.addressof(obj), ctypes.sizeof(obj))
+
+
+def dump_table(bpf: Any, name: str) -> list[tuple[bytes, tuple[bytes, ...]]]:
+    """All entries of map `name` as (key bytes, per-CPU value bytes)."""
+    table = bpf.get_table(name)
+    percpu = hasattr(table, "total_cpu")
+    out: list[tuple[bytes, tuple[bytes, ...]]] = []
+    for key, value in table.items():
+        if percpu:
+            size = ctypes.sizeof(table.sLeaf)
+            raw = _raw(value)
+            vals = tuple(raw[i * size : (i + 1) * size] for i in range(len(raw) // size))
+        else:
+            vals = (_raw(value),)
+        out.append((_raw(key), vals))
+    return out
+
+
+def delete_keys(bpf: Any, name: str, keys: list[bytes]) -> int:
+    table = bpf.get_table(name)
+    gone = 0
+    for raw in keys:
+        try:
+            del table[table.Key.from_buffer_copy(raw)]
+            gone += 1
+        except KeyError:
+            pass
+    return gone
+
+
+def open_ringbuf(bpf: Any, name: str, sink: Callable[[bytes], None]) -> None:
+    def callback(_ctx: Any, data: Any, size: int) -> int:
+        sink(ctypes.string_at(data, size))
+        return 0
+
+    bpf[name].open_ring_buffer(callback)
+
+
+def consume_ringbuf(bpf: Any) -> None:
+    bpf.ring_buffer_consume()
+
+
+def prog_fds(bpf: Any) -> dict[str, int]:
+    return {(n.decode() if isinstance(n, bytes) else n): fn.fd for n, fn in bpf.funcs.items()}
+
+
+def load_uprobe(bpf: Any, path: str, symbol: str, fn_name: str) -> None:
+    bpf.attach_uprobe(name=path, sym=symbol, fn_name=fn_name)
+
+
+def close(bpf: Any) -> None:
+    bpf.cleanup()

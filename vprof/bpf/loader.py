@@ -1,0 +1,201 @@
+"""Compile, attach and read the probe families, each on its own.
+
+A family whose tracepoints the kernel lacks, or whose program fails to
+compile or load, is switched off with the reason; the others run.  The core
+(shared maps, no programs) loads first and lives until close().  Closing the
+BPF objects detaches everything; the kernel also detaches when the process
+dies, so even SIGKILL leaves nothing attached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vprof.bpf import _bcc
+from vprof.bpf.source import CORE, FamilySource, missing_tracepoints, render
+from vprof.model import PROBE_FAMILIES, ProbeStatus
+
+TRACEFS = Path("/sys/kernel/tracing")
+RawMap = list[tuple[bytes, tuple[bytes, ...]]]
+
+# Maps each family owns (the core's are shared by all).
+FAMILY_MAPS: dict[str, tuple[str, ...]] = {
+    CORE: ("vcpus", "events", "overflow"),
+    "exits": ("exits",),
+    "io": ("io",),
+}
+INJECTOR_SYMBOLS = (
+    ("vprof_inject_exit", "vprof_injected_exit"),
+    ("vprof_inject_entry", "vprof_injected_entry"),
+    ("vprof_inject_userspace", "vprof_injected_userspace"),
+)
+
+
+class LoadError(RuntimeError):
+    """The core could not load: nothing can run."""
+
+
+@dataclass
+class _Family:
+    source: FamilySource
+    bpf: Any = None  # bcc.BPF; Any at this boundary
+    status: ProbeStatus = field(default_factory=lambda: ProbeStatus("", False, "not loaded"))
+
+
+def _first_line(err: BaseException, log: str) -> str:
+    lines = [ln.strip() for ln in log.splitlines() if "error" in ln.lower()]
+    return (lines[0] if lines else str(err).splitlines()[0] if str(err) else type(err).__name__)[
+        :300
+    ]
+
+
+class Loader:
+    """The attached probe families and their maps."""
+
+    def __init__(
+        self,
+        families: Iterable[str] = PROBE_FAMILIES,
+        slow_exit_threshold_ns: int = 1_000_000,
+        injector: str | None = None,
+        tracefs: Path = TRACEFS,
+    ) -> None:
+        self._tracefs = tracefs
+        defines = {"VPROF_SLOW_NS": slow_exit_threshold_ns}
+        if injector:
+            defines["VPROF_INJECTOR"] = 1
+        self._core = _Family(render(CORE))
+        self._core.bpf, err = self._compile(self._core.source)
+        if self._core.bpf is None:
+            raise LoadError(f"cannot load the shared maps: {err}")
+        self._families: dict[str, _Family] = {}
+        wanted = set(families)
+        for name in PROBE_FAMILIES:
+            fam = _Family(render(name, defines))
+            self._families[name] = fam
+            if name not in wanted:
+                fam.status = ProbeStatus(name, False, "not selected", fam.source.tracepoints)
+                continue
+            self._load(fam)
+        if injector:
+            self._attach_injector(injector)
+        self._slow: list[bytes] = []
+        exits = self._families["exits"]
+        if exits.bpf is not None:
+            _bcc.open_ringbuf(exits.bpf, "slow", self._slow.append)
+
+    @staticmethod
+    def _compile(source: FamilySource) -> tuple[Any, str]:
+        # clang and libbpf print diagnostics on fd 2 from C: capture them so
+        # the reason names the real error, not "Failed to compile".
+        with tempfile.TemporaryFile(mode="w+") as log:
+            saved = os.dup(2)
+            os.dup2(log.fileno(), 2)
+            try:
+                return _bcc.compile_text(source.text), ""
+            except Exception as err:  # bcc raises bare Exception
+                os.dup2(saved, 2)
+                log.seek(0)
+                return None, _first_line(err, log.read())
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+
+    def _load(self, fam: _Family) -> None:
+        name, tps = fam.source.family, fam.source.tracepoints
+        missing = missing_tracepoints(tps, self._tracefs)
+        if missing:
+            reason = f"kernel lacks tracepoint(s) {', '.join(missing)}"
+            fam.status = ProbeStatus(name, False, reason, tps)
+            return
+        fam.bpf, err = self._compile(fam.source)
+        if fam.bpf is None:
+            fam.status = ProbeStatus(name, False, f"failed to load: {err}", tps)
+        else:
+            fam.status = ProbeStatus(name, True, "", tps)
+
+    def _attach_injector(self, path: str) -> None:
+        fam = self._families["exits"]
+        if fam.bpf is None:
+            raise LoadError(f"exits family is off ({fam.status.reason}): no injector")
+        for symbol, fn in INJECTOR_SYMBOLS:
+            _bcc.load_uprobe(fam.bpf, path, symbol, fn)
+
+    def status(self) -> tuple[ProbeStatus, ...]:
+        return tuple(f.status for f in self._families.values())
+
+    def sources(self) -> tuple[FamilySource, ...]:
+        return (self._core.source, *(f.source for f in self._families.values()))
+
+    def read(self) -> dict[str, RawMap]:
+        """Every map's entries as raw bytes, keyed by map name."""
+        out: dict[str, RawMap] = {}
+        for owner, names in FAMILY_MAPS.items():
+            fam = self._core if owner == CORE else self._families[owner]
+            if fam.bpf is None:
+                continue
+            for name in names:
+                out[name] = _bcc.dump_table(fam.bpf, name)
+        return out
+
+    def take_slow_exits(self) -> list[bytes]:
+        """Ring-buffer records received since the last call."""
+        exits = self._families["exits"]
+        if exits.bpf is not None:
+            _bcc.consume_ringbuf(exits.bpf)
+        taken, self._slow[:] = list(self._slow), []
+        return taken
+
+    def delete(self, keys: dict[str, list[bytes]]) -> None:
+        """Drop entries (of VMs gone for good) so the bounded maps stay free."""
+        for owner, names in FAMILY_MAPS.items():
+            fam = self._core if owner == CORE else self._families[owner]
+            for name in names:
+                if fam.bpf is not None and keys.get(name):
+                    _bcc.delete_keys(fam.bpf, name, keys[name])
+
+    def prog_fds(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for fam in self._families.values():
+            if fam.bpf is not None:
+                for prog, fd in _bcc.prog_fds(fam.bpf).items():
+                    out[f"{fam.source.family}:{prog}"] = fd
+        return out
+
+    def close(self) -> None:
+        for fam in (*self._families.values(), self._core):
+            if fam.bpf is not None:
+                with contextlib.suppress(Exception):
+                    _bcc.close(fam.bpf)
+                fam.bpf = None
+
+
+def prog_stats(fd: int, fdinfo: Callable[[int], str] | None = None) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a loaded program, from /proc/self/fdinfo."""
+    text = fdinfo(fd) if fdinfo else Path(f"/proc/self/fdinfo/{fd}").read_text()
+    vals = dict(ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
+    return int(vals.get("run_time_ns", "0")), int(vals.get("run_cnt", "0"))
+
+
+def enable_bpf_stats() -> int | None:
+    """Switch kernel BPF run-time statistics on for as long as the returned fd
+    stays open (BPF_ENABLE_STATS): closing it, or dying, switches them off,
+    so no exit path can leave kernel.bpf_stats_enabled on."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint32 * 30)()  # union bpf_attr; enable_stats.type = BPF_STATS_RUN_TIME (0)
+    nr_bpf, bpf_enable_stats = 321, 32  # x86_64 __NR_bpf; BPF_ENABLE_STATS in uapi/linux/bpf.h
+    fd = int(libc.syscall(nr_bpf, bpf_enable_stats, ctypes.byref(attr), ctypes.sizeof(attr)))
+    return fd if fd >= 0 else None
+
+
+def disable_bpf_stats(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)

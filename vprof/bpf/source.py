@@ -1,0 +1,66 @@
+"""Render the C of each probe family from probes/ (pure: no bcc, no root).
+
+Each family is one probes/<family>.bpf.c; core.bpf.c holds the maps they
+share.  `#include "..."` of files in probes/ is expanded here, so what
+`vprof probes --dump` prints is byte for byte what bcc compiles.  Options are
+`#define` lines at the top, never string replacement inside the C.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from vprof.model import PROBE_FAMILIES
+
+PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
+CORE = "core"
+
+_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$', re.MULTILINE)
+_TRACEPOINT = re.compile(r"^TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class FamilySource:
+    family: str
+    text: str  # the final C, includes expanded, defines first
+    tracepoints: tuple[str, ...]  # "kvm:kvm_pio", ...
+
+
+def _expand(text: str, probes_dir: Path, seen: set[str]) -> str:
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in seen:
+            return f"/* {name} already included */"
+        seen.add(name)
+        body = (probes_dir / name).read_text()
+        return f"/* --- {name} --- */\n{_expand(body, probes_dir, seen)}"
+
+    return _INCLUDE.sub(one, text)
+
+
+def tracepoints_of(text: str) -> tuple[str, ...]:
+    """The tracepoints a family's C attaches to, in source order."""
+    return tuple(f"{cat}:{name}" for cat, name in _TRACEPOINT.findall(text))
+
+
+def render(
+    family: str,
+    defines: dict[str, int] | None = None,
+    probes_dir: Path = PROBES_DIR,
+) -> FamilySource:
+    """The final C for `family` (or "core") with `defines` first."""
+    if family != CORE and family not in PROBE_FAMILIES:
+        raise ValueError(f"unknown probe family {family!r}; known: {', '.join(PROBE_FAMILIES)}")
+    head = "".join(f"#define {k} {v}\n" for k, v in sorted((defines or {}).items()))
+    body = (probes_dir / f"{family}.bpf.c").read_text()
+    text = f"/* vprof probe family {family!r} */\n{head}{_expand(body, probes_dir, set())}"
+    return FamilySource(family, text, tracepoints_of(text))
+
+
+def missing_tracepoints(tracepoints: tuple[str, ...], tracefs: Path) -> tuple[str, ...]:
+    """Those of `tracepoints` the running kernel does not have."""
+    return tuple(
+        tp for tp in tracepoints if not (tracefs / "events" / tp.replace(":", "/")).is_dir()
+    )

@@ -1,0 +1,243 @@
+"""The Profiler: the live pipeline behind every sink.
+
+    with Profiler(ProfilerConfig()) as prof:
+        for snap in prof.snapshots(interval=1.0):
+            ...
+
+Importing this module does not import bcc; constructing a Profiler compiles
+and attaches the probe families (vprof/bpf/).  Each snapshot is cumulative:
+the loader reads every map, vprof/events.py decodes it, vprof/aggregate.py
+classifies and builds the Snapshot, the inventory names the VMs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from vprof import events as ev
+from vprof.aggregate import Aggregator, VmIdentity
+from vprof.model import PROBE_FAMILIES, ProbeStatus, ProgStat, Snapshot
+
+# A VM's counters stay in the kernel maps this long after its process died,
+# so a last snapshot still shows its final figures; then they are deleted.
+DEAD_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class ProfilerConfig:
+    families: frozenset[str] | None = None  # None: all of PROBE_FAMILIES
+    slow_exit_threshold_ns: int = 1_000_000
+    proc_root: str = "/proc"
+    bpf_stats: bool = False  # kernel BPF run-time stats while running (restored on close)
+    sys_root: str = "/sys"
+    injector: str | None = None  # test injector binary for the exit path (tests only)
+
+
+def detect_backend(sys_root: str, exit_isas: set[int]) -> str:
+    """The KVM backend: what exits were seen, else which module is loaded."""
+    if 1 in exit_isas:
+        return "vmx"
+    if 2 in exit_isas:
+        return "svm"
+    mod = Path(sys_root) / "module"
+    if (mod / "kvm_pvm").is_dir():
+        return "kvm_pvm (no kvm_exit)"
+    if (mod / "kvm_intel").is_dir():
+        return "vmx (no exits seen yet)"
+    if (mod / "kvm_amd").is_dir():
+        return "svm (no exits seen yet)"
+    return "unknown"
+
+
+class _Names:
+    """VM identities from the inventory, remembered after a VM dies."""
+
+    def __init__(self, proc_root: str, sys_root: str) -> None:
+        self._inv: Any = None
+        self.unreadable = 0
+        try:
+            from vprof.inventory import Inventory
+        except ImportError:
+            return
+        self._inv = Inventory(proc_root=proc_root, sys_root=sys_root)
+        self._known: dict[int, VmIdentity] = {}
+
+    def lookup(self, pids: set[int]) -> dict[int, VmIdentity]:
+        if self._inv is None:
+            return {}
+        view = self._inv.refresh()
+        self.unreadable = int(getattr(view, "unreadable", 0))
+        for pid in pids:
+            vm = view.vm_of_pid(pid)
+            if vm is not None:
+                self._known[pid] = VmIdentity(
+                    key=vm.key,
+                    pid=vm.pid,
+                    name=vm.name,
+                    name_raw=vm.name_raw,
+                    name_source=vm.name_source,
+                    uuid=vm.uuid,
+                    vmm=vm.vmm,
+                    vcpu_count=vm.vcpu_count,
+                    vcpu_index=dict(vm.vcpus),
+                )
+        return {p: self._known[p] for p in pids if p in self._known}
+
+    def forget(self, pids: set[int]) -> None:
+        if self._inv is not None:
+            for pid in pids:
+                self._known.pop(pid, None)
+
+
+class Profiler:
+    """Compiles and attaches the probes; builds Snapshots on demand."""
+
+    def __init__(self, config: ProfilerConfig | None = None) -> None:
+        from vprof.bpf import loader  # imports bcc (through _bcc) only now
+
+        self.config = config or ProfilerConfig()
+        fams = self.config.families
+        unknown = set(fams or ()) - set(PROBE_FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown probe families: {', '.join(sorted(unknown))}")
+        self._loader_mod = loader
+        self._stats_fd = loader.enable_bpf_stats() if self.config.bpf_stats else None
+        self._loader = loader.Loader(
+            fams if fams is not None else PROBE_FAMILIES,
+            slow_exit_threshold_ns=self.config.slow_exit_threshold_ns,
+            injector=self.config.injector,
+        )
+        self._agg = Aggregator()
+        self._names = _Names(self.config.proc_root, self.config.sys_root)
+        self._last_ns = time.monotonic_ns()
+        self._dead_since: dict[int, float] = {}
+        self._closed = False
+        self._old_sigterm: Any = None
+        self._install_sigterm()
+
+    def _install_sigterm(self) -> None:
+        # SIGTERM's default kills without unwinding; make it unwind so `with`
+        # blocks and finally clauses detach and restore state.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+
+            def _term(signum: int, _frame: FrameType | None) -> None:
+                raise SystemExit(128 + signum)
+
+            self._old_sigterm = signal.signal(signal.SIGTERM, _term)
+
+    def status(self) -> tuple[ProbeStatus, ...]:
+        return self._loader.status()
+
+    def snapshot(self) -> Snapshot:
+        """Cumulative figures of every traced VM, now."""
+        started = time.process_time()
+        raw = self._loader.read()
+        slow = self._loader.take_slow_exits()
+        now = time.monotonic_ns()
+        decoded = ev.decode(raw)
+        good_slow = []
+        for rec in slow:
+            try:
+                good_slow.append(ev.decode_slow_exit(rec))
+            except ValueError:
+                self._agg.decode_errors += 1
+        self._agg.add_slow_exits(good_slow)
+        pids = {v.pid for v in decoded.vcpus} | {e.pid for e in decoded.events}
+        pids |= {x.pid for x in decoded.exits} | {i.pid for i in decoded.io}
+        snap = self._agg.snapshot(
+            decoded,
+            self._names.lookup(pids),
+            now_ns=now,
+            interval_ns=now - self._last_ns,
+            backend=detect_backend(self.config.sys_root, {x.isa for x in decoded.exits}),
+            probes=self._loader.status(),
+            progs=self._progs(),
+            unreadable=self._names.unreadable,
+            started=started,
+        )
+        self._last_ns = now
+        self._prune(pids, raw)
+        return snap
+
+    def snapshots(self, interval: float) -> Iterator[Snapshot]:
+        """A cumulative Snapshot every `interval` seconds, until closed."""
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        deadline = time.monotonic()
+        while not self._closed:
+            deadline += interval
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            yield self.snapshot()
+
+    def _progs(self) -> tuple[ProgStat, ...]:
+        if self._stats_fd is None:
+            return ()
+        out = []
+        for name, fd in sorted(self._loader.prog_fds().items()):
+            run_ns, cnt = self._loader_mod.prog_stats(fd)
+            out.append(ProgStat(name, run_ns, cnt))
+        return tuple(out)
+
+    def _prune(self, pids: set[int], raw: Mapping[str, ev.RawMap]) -> None:
+        now = time.monotonic()
+        gone = set()
+        for pid in pids:
+            if os.path.exists(f"{self.config.proc_root}/{pid}"):
+                self._dead_since.pop(pid, None)
+            elif now - self._dead_since.setdefault(pid, now) > DEAD_GRACE_S:
+                gone.add(pid)
+        if not gone:
+            return
+        self._loader.delete(stale_keys(raw, gone))
+        self._agg.forget(gone)
+        self._names.forget(gone)
+        for pid in gone:
+            self._dead_since.pop(pid, None)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loader.close()
+        self._loader_mod.disable_bpf_stats(self._stats_fd)
+        self._stats_fd = None
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+
+    def __enter__(self) -> Profiler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def stale_keys(raw: Mapping[str, ev.RawMap], pids: set[int]) -> dict[str, list[bytes]]:
+    """Keys of every map entry that belongs to one of `pids`."""
+    out: dict[str, list[bytes]] = {}
+    for name, entries in raw.items():
+        if name == "overflow":
+            continue
+        keys = []
+        for key, values in entries:
+            # vcpus is keyed by tid with the pid first in the value; every
+            # other map's key starts with the pid.
+            owner = values[0][:4] if name == "vcpus" else key[:4]
+            if int.from_bytes(owner, "little") in pids:
+                keys.append(key)
+        out[name] = keys
+    return out
