@@ -209,3 +209,25 @@ def test_batch_json_counts_match_the_guest() -> None:
         ops["in"] += vcpu["ops_by_kind"]["pio_in"]
     assert ops["out"] > 0
     assert seen == ops
+
+
+def test_piped_output_is_batch_and_an_unknown_vm_is_exit_2() -> None:
+    with start_guest(f"{TAG}-pipe", "pio", duration=30):
+        out = subprocess.run(
+            [VPROF, "top", "-n", "1", "-f", f"^{TAG}-pipe$"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("vprof top ")
+        assert re.search(rf"^{TAG}-pipe +1 ", out.stdout, re.M)  # plain table, 1 vCPU
+        assert "\x1b" not in out.stdout
+        bad = subprocess.run(
+            [VPROF, "top", "-b", "-n", "1", "-p", f"{TAG}-nope"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and f"no VM named '{TAG}-nope'" in bad.stderr
