@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.kvm]
 VPROF = Path(sys.executable).parent / "vprof"
 GUEST = f"vprof-e2e-{os.getpid()}"
 INTERVAL = 1.0
-PIO_COUNT = 3000
+# Long enough that snapshots see the guest alive (and name it) before it exits.
+GUEST_SECONDS = 3.0
 
 
 @dataclass
@@ -96,6 +97,9 @@ def _start_prometheus(tmp: Path, target: str) -> tuple[subprocess.Popen[bytes], 
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     wait_for("prometheus ready", lambda: get(url + "/-/ready")[0] == 200, 30)
+    # Discovery hands targets to the scraper ~5 s after start; count from the first scrape.
+    up = lambda: [r["value"][1] for r in query(url, 'up{job="vprof"}')] == ["1"]  # noqa: E731
+    wait_for("prometheus scraping the daemon", up, 30)
     return prom, url
 
 
@@ -132,7 +136,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_guest_pio_counts_reach_prometheus_in_the_io_bucket(stack: Stack) -> None:
     from guestproc import start_guest
 
-    with start_guest(GUEST, "pio", vcpus=1, count=PIO_COUNT) as guest:
+    with start_guest(GUEST, "pio", vcpus=1, duration=GUEST_SECONDS) as guest:
         stack.result = guest.wait(timeout=60)
     ops = stack.result["vcpus"][0]["ops_by_kind"]
     from vprof.guest.workloads import PIO_PORT
@@ -143,11 +147,16 @@ def test_guest_pio_counts_reach_prometheus_in_the_io_bucket(stack: Stack) -> Non
             f'direction="{direction}",address="{PIO_PORT:#x}"}}[5m])'
         )
         want = float(ops[kind])
-        wait_for(
-            f"{expr} == {want}",
-            lambda e=expr, w=want: [float(r["value"][1]) for r in query(stack.prom_url, e)] == [w],  # type: ignore[misc]
-            20,
-        )
+        got: list[float] = []
+
+        def matches(e: str = expr, w: float = want, seen: list[float] = got) -> bool:
+            seen[:] = [float(r["value"][1]) for r in query(stack.prom_url, e)]
+            return seen == [w]
+
+        try:
+            wait_for(f"{expr} == {want}", matches, 20)
+        except AssertionError as err:
+            raise AssertionError(f"{err}; Prometheus has {got}") from None
     io = query(
         stack.prom_url, f'max_over_time(vprof_vm_events_total{{vm="{GUEST}",bucket="io"}}[5m])'
     )
