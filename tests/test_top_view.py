@@ -202,6 +202,10 @@ def test_drill_down_fits_80x24() -> None:
     text, _ = screen.compose(d, Stream(), state.UiState(drill="1:1"), 80, 24, 2)
     assert len(text.splitlines()) <= 24
     assert max(map(len, text.splitlines())) <= 80
+    small = Load(pio=50_000, mmio=10, cpuid=9, wakeups=3, vcpus=2, slow_ns=1_000_000)
+    d = snap(vm("two", "1:1", small, seconds=5), seconds=5, interval=5)
+    text, _ = screen.compose(d, Stream(), state.UiState(drill="1:1"), 80, 24, 2)
+    assert "EPT_VIOLATION" in text.splitlines()[-1]  # every section shows at 80x24
 
 
 def test_header_shows_rates_cpu_shares_probes_and_backend() -> None:

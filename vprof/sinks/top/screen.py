@@ -12,6 +12,7 @@ from vprof.sinks.top.stream import Stream
 from vprof.sinks.top.view import human, interval_seconds, select_rows, vm_rows
 
 HEADER_LINES = 6  # header, status and table title lines above the first VM row
+DRILL_ROOMY = 34  # from this height the drill-down lists 5 rows per section, else 3
 
 
 def since_text(stream: Stream) -> str:
@@ -51,7 +52,8 @@ def compose(
         vm = delta.vm(ui.drill) if delta is not None else None
         d = None
         if vm is not None and delta is not None:
-            d = drill(vm, interval_seconds(delta), stream.slow.get(vm.key, ()))
+            limit = 5 if height is None or height >= DRILL_ROOMY else 3
+            d = drill(vm, interval_seconds(delta), stream.slow.get(vm.key, ()), limit)
             ui.drill_name = d.name
         now = (delta.monotonic_ns, delta.timestamp) if delta is not None else (0, 0.0)
         return render_drill(host, d, ui, width, height, color, now), visible
