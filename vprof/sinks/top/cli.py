@@ -21,7 +21,6 @@ from vprof.sinks.top.view import COLUMN_KEYS, compile_filter
 @dataclass(frozen=True)
 class TopOptions:
     interval: float = 1.0
-    batch: bool = False
     count: int | None = None
     fmt: str = "plain"  # "plain", "json", "csv"
     vm: str | None = None
@@ -208,7 +207,6 @@ def top(
     interactive = not batch and fmt is None and sys.stdout.isatty() and sys.stdin.isatty()
     opts = TopOptions(
         interval=interval,
-        batch=not interactive,
         count=count,
         fmt=fmt or "plain",
         vm=vm,
