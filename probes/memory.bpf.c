@@ -6,21 +6,25 @@
 typedef u64 gpa_t;
 typedef u64 gfn_t;
 
+/* detail: the 1 GiB guest-physical region (gpa >> 30), enough to tell which
+ * memory a guest touches without one map entry per page. */
+#define VPROF_REGION(gpa) ((gpa) >> 30)
+
 TRACEPOINT_PROBE(kvm, kvm_page_fault)
 {
-	vprof_kvm_event(EV_PAGE_FAULT, 0, 0);
+	vprof_kvm_event(EV_PAGE_FAULT, VPROF_REGION(args->fault_address), 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(kvmmmu, kvm_mmu_set_spte)
 {
-	vprof_kvm_event(EV_MMU_SET_SPTE, 0, 0);
+	vprof_kvm_event(EV_MMU_SET_SPTE, VPROF_REGION(args->gfn << 12), 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(kvmmmu, kvm_mmu_spte_requested)
 {
-	vprof_kvm_event(EV_MMU_SPTE_REQUESTED, 0, 0);
+	vprof_kvm_event(EV_MMU_SPTE_REQUESTED, VPROF_REGION(args->gfn << 12), 0);
 	return 0;
 }
 

@@ -28,6 +28,11 @@ TRACEPOINT_PROBE(kvm, kvm_hypercall)
 
 TRACEPOINT_PROBE(kvm, kvm_emulate_insn)
 {
-	vprof_kvm_event(EV_EMULATE_INSN, args->failed, 0);
+	/* detail: failed << 16 | opcode (0x0fXX for two-byte opcodes), so an
+	 * emulated HLT (0xf4) or RDMSR (0x0f32) can be told from the rest. */
+	u64 op = args->insn[0];
+	if (op == 0x0f)
+		op = 0x0f00 | args->insn[1];
+	vprof_kvm_event(EV_EMULATE_INSN, ((u64)args->failed << 16) | op, 0);
 	return 0;
 }

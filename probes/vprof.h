@@ -52,10 +52,10 @@ enum vprof_event {
 	EV_MSR = 3,            /* detail: write << 32 | msr index */
 	EV_CR = 4,             /* detail: rw << 32 | cr number */
 	EV_HYPERCALL = 5,      /* detail: nr */
-	EV_EMULATE_INSN = 6,   /* detail: failed */
-	EV_PAGE_FAULT = 7,
-	EV_MMU_SET_SPTE = 8,
-	EV_MMU_SPTE_REQUESTED = 9,
+	EV_EMULATE_INSN = 6,   /* detail: failed << 16 | opcode */
+	EV_PAGE_FAULT = 7,         /* detail: gpa >> 30 (1 GiB region) */
+	EV_MMU_SET_SPTE = 8,       /* detail: gpa >> 30 */
+	EV_MMU_SPTE_REQUESTED = 9, /* detail: gpa >> 30 */
 	EV_FAST_PAGE_FAULT = 10,
 	EV_MMIO_PAGE_FAULT = 11,
 	EV_MARK_MMIO_SPTE = 12,

@@ -112,6 +112,9 @@ class _VmAcc:
         return tuple(IoStat(k[0], k[1], k[2], k[3], n) for k, n in ranked)
 
 
+_REGION_EVENTS = ("kvm_page_fault", "kvm_mmu_set_spte", "kvm_mmu_spte_requested")
+
+
 def _event_detail(rec: ev.EventRecord) -> str | None:
     d = rec.detail
     if rec.name == "kvm_msr":
@@ -124,8 +127,12 @@ def _event_detail(rec: ev.EventRecord) -> str | None:
         return f"nr {d}"
     if rec.name in ("kvm_inj_virq", "kvm_inj_exception"):
         return f"vector {d:#x}"
+    if rec.name in _REGION_EVENTS:
+        return f"gpa {d << 30:#x}+1G"
     if rec.name == "kvm_emulate_insn":
-        return "failed" if d else "ok"
+        op = d & 0xFFFF
+        shown = f"0x0f 0x{op & 0xFF:02x}" if op >> 8 == 0x0F else f"0x{op:02x}"
+        return f"opcode {shown}{' failed' if d >> 16 else ''}"
     if rec.name == "kvm_vcpu_wakeup":
         return "waited" if d else "polled"
     return None

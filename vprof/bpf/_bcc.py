@@ -14,7 +14,7 @@ def compile_text(text: str) -> Any:
     """Compile and load `text`; bcc attaches every TRACEPOINT_PROBE itself."""
     from bcc import BPF  # the only bcc import in vprof
 
-    return BPF(text=text)
+    return BPF(text=text.encode())
 
 
 def _raw(obj: Any) -> bytes:
@@ -23,7 +23,7 @@ def _raw(obj: Any) -> bytes:
 
 def dump_table(bpf: Any, name: str) -> list[tuple[bytes, tuple[bytes, ...]]]:
     """All entries of map `name` as (key bytes, per-CPU value bytes)."""
-    table = bpf.get_table(name)
+    table = bpf.get_table(name.encode())
     percpu = hasattr(table, "total_cpu")
     out: list[tuple[bytes, tuple[bytes, ...]]] = []
     for key, value in table.items():
@@ -38,7 +38,7 @@ def dump_table(bpf: Any, name: str) -> list[tuple[bytes, tuple[bytes, ...]]]:
 
 
 def delete_keys(bpf: Any, name: str, keys: list[bytes]) -> int:
-    table = bpf.get_table(name)
+    table = bpf.get_table(name.encode())
     gone = 0
     for raw in keys:
         try:
@@ -54,7 +54,7 @@ def open_ringbuf(bpf: Any, name: str, sink: Callable[[bytes], None]) -> None:
         sink(ctypes.string_at(data, size))
         return 0
 
-    bpf[name].open_ring_buffer(callback)
+    bpf[name.encode()].open_ring_buffer(callback)
 
 
 def consume_ringbuf(bpf: Any) -> None:
@@ -66,7 +66,7 @@ def prog_fds(bpf: Any) -> dict[str, int]:
 
 
 def load_uprobe(bpf: Any, path: str, symbol: str, fn_name: str) -> None:
-    bpf.attach_uprobe(name=path, sym=symbol, fn_name=fn_name)
+    bpf.attach_uprobe(name=path.encode(), sym=symbol.encode(), fn_name=fn_name.encode())
 
 
 def close(bpf: Any) -> None:
