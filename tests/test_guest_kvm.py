@@ -162,3 +162,29 @@ def test_too_many_vcpus_for_the_host() -> None:
     proc = subprocess.run([*argv, "--count", "1"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "KVM_CAP_MAX_VCPUS" in proc.stderr
+
+
+def test_a_vcpu_stuck_in_the_kernel_is_abandoned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop() cannot reach a vCPU blocked in KVM_RUN; a signal then interrupts it."""
+    from vprof.guest import kvmapi as K
+    from vprof.guest import runner, vm
+    from vprof.guest.args import GuestArgs
+
+    monkeypatch.setattr(runner, "STOP_GRACE_SECONDS", 0.2)
+    previous = signal.signal(vm.KICK_SIGNAL, lambda signum, frame: None)
+    machine = vm.Machine("hlt", "kernel", 1, 0)
+    try:
+        cpu = machine.vcpus[0]
+        lapic = K.KvmLapicState()
+        K.ioctl(cpu.fd, K.KVM_GET_LAPIC, lapic)
+        lapic.regs[0x322] |= 1  # LVTT bit 16: mask the timer, so HLT never wakes
+        K.ioctl(cpu.fd, K.KVM_SET_LAPIC, lapic)
+        cpu.thread.start()
+        cpu.started.wait(5)
+        cpu.go.set()
+        time.sleep(0.3)  # into its first HLT, where it stays
+        runner._wait(machine, GuestArgs("t"), [True])
+        assert cpu.result.error is not None and "stopped from outside" in cpu.result.error
+    finally:
+        machine.close()
+        signal.signal(vm.KICK_SIGNAL, previous)

@@ -19,6 +19,7 @@ from vprof.guest import report
 from vprof.guest.args import ArgError, GuestArgs, parse_runner_argv, validate
 from vprof.guest.kvmapi import libc
 from vprof.guest.vm import (
+    KICK_SIGNAL,
     PR_SET_NAME,
     GuestFault,
     KvmUnavailable,
@@ -28,6 +29,9 @@ from vprof.guest.vm import (
 )
 
 PROCESS_COMM = b"vprof-guest"
+# A vCPU reaches its next iteration boundary within a timer tick or one exit;
+# one that has not after this long is stuck in the kernel and gets a signal.
+STOP_GRACE_SECONDS = 2.0
 
 
 def _emit(args: GuestArgs, event: dict[str, Any]) -> None:
@@ -54,16 +58,19 @@ def _wait(machine: Machine, args: GuestArgs, stop_requested: list[bool]) -> floa
     for v in machine.vcpus:
         v.go.set()
     deadline = start + args.duration if args.duration is not None else None
-    stopped = False
+    stopped = 0.0
     while not all(v.finished.is_set() for v in machine.vcpus):
-        if not stopped and (stop_requested[0] or (deadline and time.monotonic() >= deadline)):
+        now = time.monotonic()
+        if not stopped and (stop_requested[0] or (deadline and now >= deadline)):
             machine.stop()
-            stopped = True
+            stopped = now
+        elif stopped and not machine.abandoned and now - stopped > STOP_GRACE_SECONDS:
+            machine.abandon()
         # Short waits keep SIGTERM/SIGINT handling prompt in the main thread.
         next(v for v in machine.vcpus if not v.finished.is_set()).finished.wait(0.02)
         if any(v.result.error for v in machine.vcpus) and not stopped:
             machine.stop()
-            stopped = True
+            stopped = time.monotonic()
     return time.monotonic() - start
 
 
@@ -75,6 +82,7 @@ def run(args: GuestArgs) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(KICK_SIGNAL, lambda signum, frame: None)
     libc().prctl(PR_SET_NAME, PROCESS_COMM, 0, 0, 0)
     target = args.count or 0
     machine = Machine(args.workload, args.mode, args.vcpus, target)

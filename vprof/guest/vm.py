@@ -189,6 +189,12 @@ class Vcpu:
                 K.ioctl(self.fd, K.KVM_RUN)
             except OSError as exc:
                 if exc.errno == errno.EINTR:
+                    if self.vm.abandoned:
+                        self.result.error = (
+                            f"vCPU {self.index} did not reach an iteration boundary in time and "
+                            "was stopped from outside; its last iteration may be uncounted"
+                        )
+                        return
                     continue
                 raise
             reason = struct.unpack_from("<I", run, K.RUN_EXIT_REASON)[0]
@@ -276,6 +282,7 @@ class Machine:
         self.gdt = L.build_gdt(vcpus)
         self.mem, addr = _anon_mmap(L.LOW_MEM_SIZE)
         self._map(0, 0, L.LOW_MEM_SIZE, addr)
+        self.abandoned = False
         self.touch_mem: mmap.mmap | None = None
         if W.needs_pagetouch(workload):
             size = W.PAGETOUCH_PER_VCPU * vcpus
@@ -352,3 +359,21 @@ class Machine:
         """Ask every vCPU to finish its current iteration and report done."""
         for i in range(len(self.vcpus)):
             self.write_u64(L.data_page(i) + L.D_STOP, 1)
+
+    def close(self) -> None:
+        """Release the VM's file descriptors (the vCPU threads must be done)."""
+        for fd in [v.fd for v in self.vcpus] + [self.fd, self.kvm_fd, self.eventfd]:
+            if fd >= 0:
+                os.close(fd)
+        self.vcpus = []
+
+    def abandon(self) -> None:
+        """Interrupt KVM_RUN in vCPUs that ignored stop() (e.g. blocked in the kernel).
+
+        Needs a no-op handler for KICK_SIGNAL installed by the main thread: the
+        signal makes KVM_RUN return EINTR in the target thread.
+        """
+        self.abandoned = True
+        for v in self.vcpus:
+            if not v.finished.is_set() and v.thread.ident is not None:
+                signal.pthread_kill(v.thread.ident, KICK_SIGNAL)
