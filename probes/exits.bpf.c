@@ -7,6 +7,9 @@
  * which replays known sequences: the only way to test this path on hosts
  * where kvm_exit never fires (kvm_pvm).
  */
+#ifdef VPROF_INJECTOR
+#include <uapi/linux/ptrace.h>
+#endif
 #include "shared.h"
 
 #ifndef VPROF_SLOW_NS
