@@ -270,3 +270,33 @@ def test_dead_vm_shows_final_figures_once_then_leaves(started: tuple[Daemon, str
     d.tick()
     text = get(url + "/metrics")[1]
     assert 'vm="fake-vm"' not in text and "vprof_vms_tracked 0.0" in text
+
+
+def test_only_configured_families_are_reported(tmp_path: Path) -> None:
+    class AllFamilies(FakeSource):
+        def status(self) -> tuple[ProbeStatus, ...]:
+            return tuple(
+                ProbeStatus(
+                    f, f in self.cfg.families, "" if f in self.cfg.families else "not selected"
+                )
+                for f in ("io", "sched", "exits")
+            )
+
+    cfg = DaemonConfig(listen="127.0.0.1:0", families=("io", "sched"))
+    d = Daemon(cfg, AllFamilies)
+    d.start()
+    try:
+        d.tick()
+        assert d.health()[1]["probes_off"] == {}
+        assert (
+            d.registry.get_sample_value(
+                "vprof_probe_attached", {"family": "exits", "reason": "not selected"}
+            )
+            is None
+        )
+        assert (
+            d.registry.get_sample_value("vprof_probe_attached", {"family": "sched", "reason": ""})
+            == 1
+        )
+    finally:
+        d.shutdown()

@@ -171,7 +171,7 @@ class Daemon:
 
     def _open_source(self, cfg: DaemonConfig) -> None:
         self._source = self._factory(cfg)
-        self._probes = self._source.status()
+        self._probes = self._configured(self._source.status(), cfg)
         for p in self._probes:
             if not p.attached:
                 log.warning("probe family %s is off: %s", p.family, p.reason)
@@ -241,7 +241,7 @@ class Daemon:
             return
         try:
             snap = self._live(carry(self._base, self._source.snapshot()))
-            self._probes = snap.probes or self._source.status()
+            self._probes = snap.probes or self._configured(self._source.status(), self.cfg)
         except Exception as e:  # one bad interval must not kill the daemon
             log.error("snapshot failed: %s: %s", type(e).__name__, e)
             self.state = replace(self.state, last_success=False, failures=self.state.failures + 1)
@@ -263,7 +263,13 @@ class Daemon:
             if vm.key not in self._dead:
                 keep.append(vm)
         self._dead = dead
-        return snap if len(keep) == len(snap.vms) else replace(snap, vms=tuple(keep))
+        return replace(snap, vms=tuple(keep), probes=self._configured(snap.probes, self.cfg))
+
+    @staticmethod
+    def _configured(probes: tuple[ProbeStatus, ...], cfg: DaemonConfig) -> tuple[ProbeStatus, ...]:
+        # Families switched off in the config are not "off" in the alerting
+        # sense; only the configured ones are reported (metrics and /healthz).
+        return tuple(p for p in probes if p.family in cfg.families)
 
     def _log_slow_exits(self, prev: Snapshot | None, cur: Snapshot) -> None:
         seen = {s.timestamp_ns for vm in prev.vms for s in vm.slow_exits} if prev else set()

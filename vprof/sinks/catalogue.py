@@ -192,7 +192,8 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "vprof_probe_attached",
         "gauge",
-        "1 when a probe family is attached, 0 when it is off; reason says why it is off.",
+        "1 when a configured probe family is attached, 0 when it failed to attach; reason "
+        "says why.",
         ("family", "reason"),
     ),
     Metric(
