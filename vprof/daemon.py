@@ -11,13 +11,12 @@ SIGINT detach every probe and exit 0.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
 from typing import Any, NoReturn, Protocol, cast
@@ -30,7 +29,7 @@ from vprof import config as cfgmod
 from vprof.config import ConfigError, DaemonConfig
 from vprof.model import ProbeStatus, Snapshot
 from vprof.sinks.carry import carry, remember
-from vprof.sinks.exposition import Exposition, StartupError, bind
+from vprof.sinks.exposition import Exposition, StartupError, bind, routes
 from vprof.sinks.prometheus import ExportOptions, ExportState, Granularity, SnapshotCollector
 
 log = logging.getLogger("vprof.daemon")
@@ -113,29 +112,8 @@ class Daemon:
         # The registry is for tests and tools; HTTP serves the same families
         # through the per-snapshot render cache (vprof/sinks/exposition.py).
         self.exposition = Exposition()
-        self._metrics_app = self.exposition.app(lambda: self.state)
+        self.app = routes(self.exposition.app(lambda: self.state), self.health)
         self.server: ThreadingWSGIServer | None = None
-
-    # --- HTTP ---------------------------------------------------------------
-
-    def app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            body: Iterable[bytes] = self._metrics_app(environ, start_response)
-            return body
-        if path == "/healthz":
-            code, doc = self.health()
-            data = json.dumps(doc, sort_keys=True).encode()
-            start_response(f"{code} {'OK' if code == 200 else 'Service Unavailable'}", _json(data))
-            return [data]
-        if path == "/":
-            text = b"vprof daemon: see /metrics and /healthz\n"
-            start_response(
-                "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))]
-            )
-            return [text]
-        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "10")])
-        return [b"not found\n"]
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """200 when a probe is attached and the last interval succeeded, else 503."""
@@ -340,10 +318,6 @@ class Daemon:
                 self._probes = ()
             return False
         return True
-
-
-def _json(data: bytes) -> list[tuple[str, str]]:
-    return [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
 
 
 def _fail(message: str) -> NoReturn:

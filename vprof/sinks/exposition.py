@@ -12,6 +12,7 @@ generate_latest() gives for SnapshotCollector, in text format 0.0.4.
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import socket
 import threading
@@ -114,3 +115,28 @@ class Exposition:
             return [data]
 
         return metrics
+
+
+def _reply(start_response: Callable[..., Any], status: str, ctype: str, data: bytes) -> list[bytes]:
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def routes(metrics: WsgiApp, health: Callable[[], tuple[int, dict[str, Any]]]) -> WsgiApp:
+    """/metrics, /healthz (JSON; 200 or 503) and a one-line index."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/healthz":
+            code, doc = health()
+            status = "200 OK" if code == 200 else f"{code} Service Unavailable"
+            body = json.dumps(doc, sort_keys=True).encode()
+            return _reply(start_response, status, "application/json", body)
+        if path == "/":
+            index = b"vprof daemon: see /metrics and /healthz\n"
+            return _reply(start_response, "200 OK", "text/plain", index)
+        return _reply(start_response, "404 Not Found", "text/plain", b"not found\n")
+
+    return app
