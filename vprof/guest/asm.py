@@ -67,11 +67,13 @@ class Asm:
     def text(self) -> str:
         """A listing: address, bytes, assembly; for --help-like docs and debugging."""
         names = {v: k for k, v in self.labels.items()}
+        code = self.assemble()  # jumps with their displacements patched in
         lines = []
         for addr, data, comment in self.listing:
             if addr in names:
                 lines.append(f"{names[addr]}:")
-            lines.append(f"  {addr:08x}  {data.hex(' '):<32} {comment}")
+            raw = code[addr - self.base : addr - self.base + len(data)]
+            lines.append(f"  {addr:08x}  {raw.hex(' '):<32} {comment}")
         return "\n".join(lines)
 
 

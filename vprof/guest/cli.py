@@ -64,6 +64,7 @@ Examples:
   vprof guest --name demo --workload pio --count 100000
   vprof guest --name web1 --vcpus 2 --workload mixed --duration 10 --json
   vprof guest --name t --workload hlt --count 1000 --mode kernel --stats
+  vprof guest --name x --workload msr --listing   # the program, byte by byte
 """
 
 
@@ -95,6 +96,7 @@ def _host_max_vcpus() -> int:
 @click.option("--mode", default="user", show_default=True, help="user or kernel.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout.")
 @click.option("--stats", is_flag=True, help="Add KVM's binary statistics at the end.")
+@click.option("--listing", is_flag=True, help="Print the guest program's bytes and exit.")
 def guest(
     name: str,
     vcpus: int,
@@ -104,12 +106,16 @@ def guest(
     mode: str,
     as_json: bool,
     stats: bool,
+    listing: bool,
 ) -> None:
     args = GuestArgs(name, vcpus, workload, count, duration, mode, as_json, stats)
     try:
         validate(args)
     except ArgError as exc:
         _fail(str(exc), 2)
+    if listing:
+        click.echo(W.build_program(workload, mode).listing)
+        return
     try:
         validate(args, _host_max_vcpus())
     except ArgError as exc:

@@ -111,14 +111,6 @@ class KvmUserspaceMemoryRegion(ctypes.Structure):
     ]
 
 
-class KvmMsrEntry(ctypes.Structure):
-    _fields_ = [
-        ("index", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
-        ("data", ctypes.c_uint64),
-    ]
-
-
 class KvmCpuidEntry2(ctypes.Structure):
     _fields_ = [
         *[(n, ctypes.c_uint32) for n in ("function", "index", "flags", "eax", "ebx", "ecx", "edx")],
@@ -139,24 +131,6 @@ class KvmIoeventfd(ctypes.Structure):
 
 class KvmLapicState(ctypes.Structure):
     _fields_ = [("regs", ctypes.c_uint8 * 1024)]
-
-
-def msrs_struct(entries: list[tuple[int, int]]) -> ctypes.Structure:
-    """struct kvm_msrs with a flexible array of kvm_msr_entry."""
-
-    class KvmMsrs(ctypes.Structure):
-        _fields_ = [
-            ("nmsrs", ctypes.c_uint32),
-            ("pad", ctypes.c_uint32),
-            ("entries", KvmMsrEntry * len(entries)),
-        ]
-
-    s = KvmMsrs()
-    s.nmsrs = len(entries)
-    for i, (index, data) in enumerate(entries):
-        s.entries[i].index = index
-        s.entries[i].data = data
-    return s
 
 
 def cpuid2_struct(nent: int) -> Any:
@@ -189,7 +163,6 @@ KVM_GET_REGS = ior(0x81, ctypes.sizeof(KvmRegs))
 KVM_SET_REGS = iow(0x82, ctypes.sizeof(KvmRegs))
 KVM_GET_SREGS = ior(0x83, ctypes.sizeof(KvmSregs))
 KVM_SET_SREGS = iow(0x84, ctypes.sizeof(KvmSregs))
-KVM_SET_MSRS = iow(0x89, 8)
 KVM_GET_LAPIC = ior(0x8E, ctypes.sizeof(KvmLapicState))
 KVM_SET_LAPIC = iow(0x8F, ctypes.sizeof(KvmLapicState))
 KVM_SET_CPUID2 = iow(0x90, 8)

@@ -22,12 +22,8 @@ from vprof.guest import workloads as W
 
 PR_SET_NAME = 15
 MAP_NORESERVE = 0x4000  # asm-generic/mman-common.h; Python 3.11's mmap lacks it
-MSR_STAR = 0xC0000081
-MSR_LSTAR = 0xC0000082
-MSR_SYSCALL_MASK = 0xC0000084
 RFLAGS_FIXED = 0x2
 RFLAGS_IF = 0x200
-SYSCALL_MASK = 0x200 | 0x100 | 0x400  # IF, TF, DF cleared on SYSCALL
 KICK_SIGNAL = signal.SIGUSR1
 
 
@@ -98,25 +94,11 @@ class Vcpu:
     # --- set-up ------------------------------------------------------------
     def setup(self) -> None:
         K.ioctl(self.fd, K.KVM_SET_CPUID2, self.vm.cpuid)
-        self._set_msrs()
         self._set_sregs()
         self._set_regs()
         K.ioctl(self.fd, K.KVM_SET_MP_STATE, ctypes.c_uint32(K.KVM_MP_STATE_RUNNABLE))
         if W.needs_timer(self.vm.workload):
             self._start_lapic_timer()
-
-    def _set_msrs(self) -> None:
-        star = (L.SEL_USER32_CS << 48) | (L.SEL_KERNEL_CS << 32)
-        msrs = K.msrs_struct(
-            [
-                (MSR_STAR, star),
-                (MSR_LSTAR, self.vm.program.syscall_entry),
-                (MSR_SYSCALL_MASK, SYSCALL_MASK),
-            ]
-        )
-        n = K.ioctl(self.fd, K.KVM_SET_MSRS, msrs)
-        if n != 3:
-            raise GuestFault(f"KVM_SET_MSRS set {n} of 3 MSRs")
 
     def _set_sregs(self) -> None:
         s = K.KvmSregs()

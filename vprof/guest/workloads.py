@@ -12,7 +12,7 @@ Every program is one loop per vCPU:
     done:  report "done" to the VMM
 
 In `user` mode the loop runs at CPL3 and the operations that need CPL0
-(port I/O, MSRs, HLT, the pagetouch refill) are done by a SYSCALL handler; in
+(port I/O, MSRs, HLT, the pagetouch refill) are done by a CPL0 handler; in
 `kernel` mode the loop itself runs at CPL0.
 """
 
@@ -48,7 +48,7 @@ DONE_PORT = 0x5601  # the vCPU's loop finished: one KVM_EXIT_IO per vCPU at the 
 FAULT_PORT = 0x5602  # an unexpected exception (vector in AL): a bug, reported as such
 REFILL_PORT = 0x5603  # pagetouch region used up: the VMM discards it (MADV_DONTNEED)
 
-# SYSCALL function numbers (RAX) in user mode.
+# Gate function numbers: RAX when user mode enters the CPL0 handler.
 FN_DONE, FN_PIO, FN_PIO_KERNEL, FN_MSR, FN_HLT, FN_REFILL = range(1, 7)
 
 WORKLOADS = ("pio", "pio-kernel", "mmio", "cpuid", "msr", "hlt", "pause", "pagetouch", "mixed")
@@ -171,7 +171,7 @@ _ANY_CPL_BODIES: dict[str, Callable[[Asm], None]] = {
 class Program:
     code: bytes
     entry: int  # where every vCPU starts
-    syscall_entry: int  # MSR_LSTAR
+    gate_entry: int  # the #GP handler that serves the CLI gate
     vectors: dict[int, int]  # IDT: vector -> handler address
     listing: str
 
@@ -180,7 +180,7 @@ def _privileged(a: Asm, mode: str, fn: int, body: Callable[[Asm], None], name: s
     if mode == "kernel":
         body(a)
     else:
-        a.op(b"\xb8" + imm32(fn), f"mov eax, {fn}  ; {name}")
+        a.op(b"\xb8" + imm32(fn), f"mov eax, {fn}  ; gate function: {name}")
         a.op(b"\xfa", "cli  ; #GP into the CPL0 handler, which does the work")
 
 
@@ -218,10 +218,11 @@ def _loop(a: Asm, workload: str, mode: str) -> None:
     a.jmp("done")
 
 
-def _syscall_handler(a: Asm, workload: str) -> None:
-    # Entered by SYSCALL from CPL3 with RCX = user RIP, R11 = user RFLAGS and
-    # IF masked by MSR_SYSCALL_MASK; RSP is still the user stack (no SMAP).
-    a.label("syscall")
+def _gate_handler(a: Asm, workload: str) -> None:
+    # The #GP handler.  A CLI at CPL3 (our gate, RAX = function) arrives with
+    # error code 0 and RIP at the CLI, on the TSS.RSP0 stack, IF cleared by the
+    # interrupt gate.  Any other #GP is a bug and is reported as exception 13.
+    a.label("gate")
     a.op(b"\x48\x83\x3c\x24\x00", "cmp qword [rsp], 0  ; error code")
     a.jcc("ne", "exc13")
     a.op(b"\x48\x8b\x7c\x24\x08", "mov rdi, [rsp+8]  ; faulting RIP")
@@ -236,9 +237,9 @@ def _syscall_handler(a: Asm, workload: str) -> None:
         a.op(b"\x3d" + imm32(fn), f"cmp eax, {fn}")
         a.jcc("ne", f"not{fn}")
         body(a)
-        a.jmp("sysret")
+        a.jmp("gate_return")
         a.label(f"not{fn}")
-    a.label("sysret")
+    a.label("gate_return")
     a.op(b"\x48\x83\xc4\x08", "add rsp, 8  ; drop the error code")
     a.op(b"\x48\xcf", "iretq")
 
@@ -271,10 +272,10 @@ def build_program(workload: str, mode: str) -> Program:
         raise ValueError(f"unknown mode {mode!r}")
     a = Asm(L.CODE_ADDR)
     _loop(a, workload, mode)
-    _syscall_handler(a, workload)
+    _gate_handler(a, workload)
     vectors = _interrupt_handlers(a)
-    vectors[13] = a.addr("syscall")
+    vectors[13] = a.addr("gate")
     code = a.assemble()
     if len(code) > L.CODE_MAX:
         raise ValueError("program too large")
-    return Program(code, a.addr("entry"), a.addr("syscall"), vectors, a.text())
+    return Program(code, a.addr("entry"), a.addr("gate"), vectors, a.text())
