@@ -340,3 +340,23 @@ def decode(maps: Mapping[str, RawMap]) -> Decoded:
         overflows=decode_overflow(maps.get("overflow", ())),
         errors=e1 + e2 + e3 + e4,
     )
+
+
+def maps_to_json(maps: Mapping[str, RawMap]) -> dict[str, list[list[object]]]:
+    """Raw map contents as JSON-able hex, for recorded test fixtures."""
+    return {
+        name: [[key.hex(), [v.hex() for v in values]] for key, values in entries]
+        for name, entries in maps.items()
+    }
+
+
+def maps_from_json(doc: Mapping[str, Sequence[Sequence[object]]]) -> dict[str, RawMap]:
+    """The inverse of maps_to_json."""
+    out: dict[str, RawMap] = {}
+    for name, entries in doc.items():
+        rows: list[tuple[bytes, Sequence[bytes]]] = []
+        for key, values in entries:
+            assert isinstance(key, str) and isinstance(values, list)
+            rows.append((bytes.fromhex(key), [bytes.fromhex(str(v)) for v in values]))
+        out[name] = rows
+    return out
