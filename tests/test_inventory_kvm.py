@@ -21,6 +21,9 @@ from vprof.inventory import Inventory, InventoryView
 pytestmark = pytest.mark.kvm
 
 FOUND_WITHIN_S = 5.0  # generous: two cores shared with other tests' guests
+# Any workload will do: the inventory looks at descriptors and thread names.
+# pio keeps each vCPU busy, which is why the guests here live only seconds.
+WORKLOAD = "pio"
 
 
 def _guestproc() -> ModuleType:
@@ -62,7 +65,7 @@ def test_three_guests_are_found_with_their_vcpus_and_one_leaves(tag: str) -> Non
     specs = {f"{tag}-a": 1, f"{tag}-b": 2, f"{tag}-c": 3}
     with ExitStack() as stack:
         guests = {
-            name: stack.enter_context(start_guest(name, "hlt", vcpus=n, duration=60))
+            name: stack.enter_context(start_guest(name, WORKLOAD, vcpus=n, duration=60))
             for name, n in specs.items()
         }
         inv = Inventory()
@@ -99,7 +102,7 @@ def test_vms_command_lists_a_running_guest(tag: str) -> None:
 
     from vprof.inventory.cli import vms
 
-    with _guestproc().start_guest(f"{tag}-cli", "hlt", vcpus=2, duration=60) as guest:
+    with _guestproc().start_guest(f"{tag}-cli", WORKLOAD, vcpus=2, duration=60) as guest:
         _until(Inventory(), lambda v: _mapped(v, guest))
         out = CliRunner().invoke(vms, ["--json"])
         assert out.exit_code == 0, out.output
@@ -111,3 +114,36 @@ def test_vms_command_lists_a_running_guest(tag: str) -> None:
         assert {(v["index"], v["tid"]) for v in mine[0]["vcpus"]} == {
             (i, t) for t, i in _expected_vcpus(guest).items()
         }
+
+
+@pytest.mark.live
+def test_live_pipeline_attributes_each_guests_events_to_its_name(tag: str) -> None:
+    from vprof.guest.workloads import PIO_PORT
+    from vprof.profiler import Profiler, ProfilerConfig
+
+    start_guest = _guestproc().start_guest
+    names = (f"{tag}-p1", f"{tag}-p2")
+    with Profiler(ProfilerConfig(families=frozenset({"io"}))) as prof, ExitStack() as stack:
+        guests = {
+            n: stack.enter_context(start_guest(n, "pio", vcpus=2, duration=30)) for n in names
+        }
+        deadline = time.monotonic() + FOUND_WITHIN_S
+        while True:
+            time.sleep(0.5)
+            snap = prof.snapshot()
+            by_pid = {vm.pid: vm for vm in snap.vms}
+            if all(_pio_seen(by_pid.get(g.pid), PIO_PORT) for g in guests.values()):
+                break
+            assert time.monotonic() < deadline, f"no port {PIO_PORT:#x} I/O seen for {names}"
+        for name, guest in guests.items():
+            vm = by_pid[guest.pid]
+            assert (vm.name, vm.name_source, vm.vmm) == (name, "qemu -name", "vprof-guest")
+            assert vm.key == f"{guest.pid}:{vm.key.split(':')[1]}" and vm.vcpu_count == 2
+            indexes = {v.tid: v.index for v in vm.vcpus if v.tid in _expected_vcpus(guest)}
+            assert indexes == {t: i for t, i in _expected_vcpus(guest).items() if t in indexes}
+        for guest in guests.values():
+            guest.stop()
+
+
+def _pio_seen(vm: Any, port: int) -> bool:
+    return vm is not None and any(s.kind == "pio" and s.address == port for s in vm.io)
