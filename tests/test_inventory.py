@@ -212,7 +212,17 @@ KUBE_CGROUP = (
     "kubepods-burstable-pod0f7c4ea1_21c4_4b8e_9a3e_6c1e8a1b2c3d.slice/"
     "cri-containerd-6b2f9c0d1e.scope\n"
 )
-KUBE_ARGV = ["/usr/libexec/qemu-kvm", "-name", "guest=prod_db-vm,debug-threads=on", "-uuid", UUID]
+KUBE_ARGV = [
+    "/usr/libexec/qemu-kvm",
+    "-name",
+    "guest=prod_db-vm,debug-threads=on",
+    "-uuid",
+    UUID,
+    "-smbios",
+    f"type=1,manufacturer=KubeVirt,product=None,uuid={UUID},family=KubeVirt",
+    "-chardev",
+    "socket,id=charserial0,path=/var/run/kubevirt-private/0f7c4ea1/virt-serial0,server=on",
+]
 
 
 def test_kubevirt_from_virt_launcher_arguments(fake: FakeProc) -> None:
@@ -244,6 +254,18 @@ def test_kubevirt_from_domain_name_in_pod_cgroup(fake: FakeProc) -> None:
     fake.vm(610, "qemu-kvm", KUBE_ARGV, vcpus=1, threads={611: "CPU 0/KVM"}, cgroup=KUBE_CGROUP)
     vm = only(refresh(fake))
     assert (vm.name, vm.name_source, vm.namespace) == ("prod/db-vm", "kubevirt domain name", "prod")
+
+
+def test_other_qemu_in_a_pod_is_not_taken_for_kubevirt(fake: FakeProc) -> None:
+    argv = ["/opt/kata/bin/qemu-system-x86_64", "-name", "sandbox_7f3e", "-uuid", UUID]
+    fake.vm(620, "qemu-system-x86", argv, vcpus=1, cgroup=KUBE_CGROUP)
+    vm = only(refresh(fake))
+    assert (vm.name, vm.name_source, vm.vmm, vm.namespace) == (
+        "sandbox_7f3e",
+        "qemu -name",
+        "qemu",
+        "",
+    )
 
 
 def test_plain_kvm_user_falls_back_and_maps_vcpus_by_ioctl(fake: FakeProc) -> None:

@@ -179,6 +179,10 @@ def launcher_args(ancestors: Sequence[Sequence[str]]) -> tuple[str, str] | None:
     return None
 
 
+def _kubevirt_marked(argv: Sequence[str]) -> bool:
+    return any("kubevirt" in arg.lower() for arg in argv)
+
+
 def _kubevirt(facts: ProcessFacts, meta: dict[str, str]) -> Identity | None:
     pod = kube_pod_uid(facts.cgroup)
     launched = launcher_args(facts.ancestors)
@@ -195,8 +199,10 @@ def _kubevirt(facts: ProcessFacts, meta: dict[str, str]) -> Identity | None:
     else:
         domain = qemu_name(facts.argv)
         # KubeVirt names the libvirt domain "<namespace>_<name>"; a namespace
-        # is a DNS label, so it holds no '_' and the first '_' splits.
-        if domain is None or "_" not in domain:
+        # is a DNS label, so it holds no '_' and the first '_' splits.  Other
+        # QEMUs run in pods too (Kata): KubeVirt's own marks in the command
+        # line (SMBIOS manufacturer, /var/run/kubevirt* paths) tell them apart.
+        if domain is None or "_" not in domain or not _kubevirt_marked(facts.argv):
             return None
         ns, _, name = domain.partition("_")
         ns = facts.environ.get("POD_NAMESPACE", ns)
