@@ -23,7 +23,6 @@ from vprof.guest import workloads as W
 PR_SET_NAME = 15
 MAP_NORESERVE = 0x4000  # asm-generic/mman-common.h; Python 3.11's mmap lacks it
 RFLAGS_FIXED = 0x2
-RFLAGS_IF = 0x200
 KICK_SIGNAL = signal.SIGUSR1
 
 
@@ -127,7 +126,7 @@ class Vcpu:
         r.rbp = L.data_page(self.index)
         user = self.vm.mode == "user"
         r.rsp = L.user_stack_top(self.index) if user else L.kernel_stack_top(self.index)
-        r.rflags = RFLAGS_FIXED
+        r.rflags = RFLAGS_FIXED  # IF=0: timer interrupts are taken only in STI; HLT
         K.ioctl(self.fd, K.KVM_SET_REGS, r)
 
     def _start_lapic_timer(self) -> None:
