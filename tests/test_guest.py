@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -303,3 +304,19 @@ def test_parse_recorded_vm_stats(fixtures_dir: Path) -> None:
     assert ident.startswith("kvm-") and "/" not in ident
     assert parse_stats(blob)["pages_4k"] == 104
     assert all(d.unit in {"none", "bytes", "seconds", "cycles", "boolean"} for d in descs)
+
+
+def test_read_blob_reads_exactly_header_descriptors_and_data(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    from vprof.guest.stats import data_end, read_blob
+
+    blob = (fixtures_dir / "guest" / "kvm_stats_vcpu.bin").read_bytes()
+    assert data_end(blob) == len(blob)
+    path = tmp_path / "stats"
+    path.write_bytes(blob + b"\xff" * 64)  # a stats fd has nothing past the data
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert read_blob(fd) == blob
+    finally:
+        os.close(fd)

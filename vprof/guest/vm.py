@@ -292,10 +292,17 @@ class Machine:
         K.ioctl(self.fd, K.KVM_IOEVENTFD, req)
 
     def _supported_cpuid(self) -> object:
+        """The host's supported CPUID, given to every vCPU (long mode needs LM)."""
         nent = 256
-        cpuid = K.cpuid2_struct(nent)
-        K.ioctl(self.kvm_fd, K.KVM_GET_SUPPORTED_CPUID, cpuid)
-        return cpuid
+        while True:
+            cpuid = K.cpuid2_struct(nent)
+            try:
+                K.ioctl(self.kvm_fd, K.KVM_GET_SUPPORTED_CPUID, cpuid)
+                return cpuid
+            except OSError as exc:
+                if exc.errno != errno.E2BIG or nent >= 4096:
+                    raise
+                nent *= 2
 
     def _load_memory(self, vcpus: int) -> None:
         self.write(L.GDT_ADDR, self.gdt)
