@@ -485,6 +485,18 @@ def test_pid_namespace_mapping(fake: FakeProc) -> None:
     assert view.vm_of_pid(100) is mine  # BPF's host PIDs key the view
 
 
+@pytest.mark.parametrize(
+    ("pidns", "host"), [("pid:[4026531836]", True), ("pid:[4026532001]", False)]
+)
+def test_host_pid_namespace_is_recognised(fake: FakeProc, pidns: str, host: bool) -> None:
+    fake.process(9000, "vprof", ["vprof", "vms"])
+    fake.self_link(9000, [9000], pidns)
+    assert inventory(fake).host_pids() is host
+    out = CliRunner().invoke(vms_command, ["--json", "--proc-root", str(fake.proc)])
+    assert ("not the host's PID namespace" in out.output) is not host
+    assert inventory(FakeProc(fake.proc.parent / "other")).host_pids() is None
+
+
 def test_same_namespace_local_pid_is_the_pid(fake: FakeProc) -> None:
     fake.vm(100, "qemu-system-x86", ["qemu", "-name", "a"], vcpus=1)
     vm = only(refresh(fake))

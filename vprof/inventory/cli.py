@@ -48,17 +48,29 @@ def vms(as_json: bool, proc_root: str, sys_root: str) -> None:
     """
     from vprof.inventory.inventory import Inventory
 
-    view = Inventory(proc_root, sys_root).refresh()
+    inv = Inventory(proc_root, sys_root)
+    view = inv.refresh()
+    host_pids = inv.host_pids()
+    if host_pids is False:
+        click.echo(
+            f"note: {proc_root} is not the host's PID namespace, so its PIDs are not the ones"
+            " BPF reports; mount the host's /proc and pass --proc-root",
+            err=True,
+        )
     if as_json:
-        click.echo(json.dumps(as_document(view, proc_root), indent=2, ensure_ascii=False))
+        doc = as_document(view, proc_root, host_pids)
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
         _print_table(view)
 
 
-def as_document(view: InventoryView, proc_root: str) -> dict[str, object]:
+def as_document(
+    view: InventoryView, proc_root: str, host_pids: bool | None = None
+) -> dict[str, object]:
     """The `--json` document."""
     return {
         "proc_root": proc_root,
+        "host_pids": host_pids,
         "unreadable": view.unreadable,
         "vms": [vm.as_dict() for vm in _ordered(view)],
     }

@@ -35,6 +35,8 @@ from vprof.inventory.types import InventoryView, ThreadInfo, VmInfo
 # Processes whose descriptor count has not changed are not re-read, except
 # on a full rescan this often (see Inventory._unchanged).
 FULL_RESCAN_S = 30.0
+# PROC_PID_INIT_INO (include/linux/proc_ns.h): the initial PID namespace.
+INIT_PID_NS = f"pid:[{0xEFFFFFFC}]"
 ANCESTOR_DEPTH = 4  # virt-launcher-monitor -> virt-launcher -> (virtqemud) -> qemu
 _ENV_KEYS = ("POD_NAME", "POD_NAMESPACE")  # the only environment variables kept
 _LIBVIRT_VCPU_DIR = re.compile(r"vcpu(\d+)")
@@ -214,6 +216,14 @@ class Inventory:
         nspid = parse_nspid(self._fs.read_text(pid, "status") or "")
         if len(nspid) > depth and own_ns is not None and self._fs.link(pid, "ns", "pid") == own_ns:
             return nspid[depth]
+        return None
+
+    def host_pids(self) -> bool | None:
+        """Whether proc_root numbers processes as the initial PID namespace
+        does, which is how BPF reports them; None when it cannot be told."""
+        depth, own_ns = self._own_namespace()
+        if depth == 0 and own_ns is not None:
+            return own_ns == INIT_PID_NS
         return None
 
     def _own_namespace(self) -> tuple[int, str | None]:
