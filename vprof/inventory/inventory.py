@@ -5,11 +5,12 @@ vCPUs are its `anon_inode:kvm-vcpu:<n>` descriptors.  That holds for every
 VMM, so discovery needs no VMM API; names and metadata come on top
 (vprof.inventory.naming).
 
-Cost: one listdir and one readlink per descriptor for every process, plus a
-comm read for descriptor-less processes (kernel threads, to find vhost
-workers).  What only changes with the process (its name, namespace, cgroup
-identity) is learnt once per process key and cached; only the thread lists
-of VM processes are re-read on each refresh.
+Cost: a full scan reads one link per descriptor of every process, and the
+name of each descriptor-less process (kernel threads, to find vhost
+workers).  Later refreshes re-read a non-VM process only when its descriptor
+count (one stat) has changed, with a full scan every FULL_RESCAN_S.  What
+only changes with the process (its name, namespace, cgroup identity) is
+learnt once per process key; VM processes' threads are re-read every time.
 """
 
 from __future__ import annotations
