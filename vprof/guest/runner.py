@@ -40,7 +40,11 @@ def _emit(args: GuestArgs, event: dict[str, Any]) -> None:
         if args.json
         else (report.ready_text(event) if event["event"] == "ready" else report.result_text(event))
     )
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head -1`): keep running, print nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _collect_stats(machine: Machine) -> dict[str, Any]:
