@@ -453,6 +453,17 @@ def test_unreadable_entries_are_skipped_and_counted(fake: FakeProc) -> None:
     assert view.unreadable == 3
 
 
+def test_a_name_unreadable_once_is_read_again(fake: FakeProc) -> None:
+    inv = inventory(fake)
+    fake.vm(100, "qemu-system-x86", ["qemu", "-name", "late"], vcpus=1)
+    fake.unreadable(100, "cmdline")
+    assert only(inv.refresh()).name_source == "fallback"
+    (fake.proc / "100" / "cmdline").rmdir()
+    (fake.proc / "100" / "cmdline").write_bytes(b"qemu\0-name\0late\0")
+    vm = only(inv.refresh())
+    assert (vm.name, vm.name_source) == ("late", "qemu -name")
+
+
 def test_kernel_vhost_workers_are_charged_to_their_vm(fake: FakeProc) -> None:
     fake.vm(100, "qemu-system-x86", ["qemu", "-name", "a"], vcpus=1, threads={101: "CPU 0/KVM"})
     fake.kthread(900, "vhost-100")  # Linux < 6.4: a kernel thread named after the owner
@@ -547,3 +558,12 @@ def test_real_proc_scan_does_not_fail() -> None:
     assert view.unreadable >= 0
     for vm in view.vms.values():
         assert vm.key == f"{vm.pid}:{vm.start_time}"
+
+
+def test_vms_is_wired_into_vprof_with_help() -> None:
+    from vprof.cli import main
+
+    out = CliRunner().invoke(main, ["vms", "--help"])
+    assert out.exit_code == 0
+    for text in ("--json", "--proc-root", "Examples", "QEMU -name", "Firecracker --id"):
+        assert text in out.output

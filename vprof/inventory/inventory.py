@@ -54,6 +54,7 @@ class _Known:
     cgroup_v2: str  # the process's cgroup v2 path, "" if none
     noted: dict[int, int] = field(default_factory=dict)  # tid -> vcpu id from KVM events
     probed: dict[int, int] = field(default_factory=dict)  # tid -> vcpu id from ioctl
+    provisional: bool = False  # identity read from incomplete facts: learn again
 
 
 class Inventory:
@@ -163,8 +164,11 @@ class Inventory:
             return None
         key = f"{pid}:{stat.start_time}"
         known = self._known.get(key)
-        if known is None:
-            known = self._known[key] = self._learn(pid, stat)
+        if known is None or known.provisional:
+            learnt = self._learn(pid, stat)
+            if known is not None:
+                learnt.noted, learnt.probed = known.noted, known.probed
+            known = self._known[key] = learnt
         threads = self._threads(pid, key, scan, known)
         if threads is None:
             self._unreadable += 1
@@ -194,8 +198,8 @@ class Inventory:
 
     def _learn(self, pid: int, stat: Stat) -> _Known:
         """Read what stays fixed for the life of a process: its identity."""
-        argv = self._fs.cmdline(pid) or []
-        cgroup = self._fs.read_text(pid, "cgroup") or ""
+        argv = self._fs.cmdline(pid)
+        cgroup = self._fs.read_text(pid, "cgroup")
         env = {k: v for k, v in (self._fs.environ(pid) or {}).items() if k in _ENV_KEYS}
         ancestors: list[list[str]] = []
         ppid = stat.ppid
@@ -205,9 +209,12 @@ class Inventory:
                 break
             ancestors.append(self._fs.cmdline(ppid) or [])
             ppid = parent.ppid
-        facts = naming.ProcessFacts(pid, stat.comm, argv, cgroup, env, ancestors)
-        v2 = next((ln[3:] for ln in cgroup.splitlines() if ln.startswith("0::")), "")
-        return _Known(naming.identify(facts), stat.comm, self._local_pid(pid), v2)
+        facts = naming.ProcessFacts(pid, stat.comm, argv or [], cgroup or "", env, ancestors)
+        v2 = next((ln[3:] for ln in (cgroup or "").splitlines() if ln.startswith("0::")), "")
+        known = _Known(naming.identify(facts), stat.comm, self._local_pid(pid), v2)
+        # Read again next time if the files that name the VM could not be read.
+        known.provisional = argv is None or cgroup is None
+        return known
 
     def _local_pid(self, pid: int) -> int | None:
         """This process's PID in vprof's own PID namespace, if it is visible there."""
