@@ -63,18 +63,16 @@ def _wait(machine: Machine, args: GuestArgs, stop_requested: list[bool]) -> floa
         v.go.set()
     deadline = start + args.duration if args.duration is not None else None
     stopped = 0.0
-    while not all(v.finished.is_set() for v in machine.vcpus):
+    while pending := [v for v in machine.vcpus if not v.finished.is_set()]:
         now = time.monotonic()
-        if not stopped and (stop_requested[0] or (deadline and now >= deadline)):
+        failed = any(v.result.error for v in machine.vcpus)
+        if not stopped and (stop_requested[0] or failed or (deadline and now >= deadline)):
             machine.stop()
             stopped = now
         elif stopped and not machine.abandoned and now - stopped > STOP_GRACE_SECONDS:
             machine.abandon()
         # Short waits keep SIGTERM/SIGINT handling prompt in the main thread.
-        next(v for v in machine.vcpus if not v.finished.is_set()).finished.wait(0.02)
-        if any(v.result.error for v in machine.vcpus) and not stopped:
-            machine.stop()
-            stopped = time.monotonic()
+        pending[0].finished.wait(0.02)
     return time.monotonic() - start
 
 
