@@ -156,6 +156,8 @@ class Vcpu:
             self._loop()
         except (GuestFault, OSError) as exc:
             self.result.error = str(exc)
+        except Exception as exc:  # a VMM bug must not pass for a clean stop
+            self.result.error = f"vCPU {self.index}: {type(exc).__name__}: {exc}"
         finally:
             self.result.iterations = self.vm.read_u64(L.data_page(self.index) + L.D_ITER)
             self.finished.set()
