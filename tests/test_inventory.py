@@ -324,6 +324,8 @@ HOSTILE = [
     "名前 with spaces, and commas",
     "x" * 10_240,
     "\x01\x7f\x9b[31mC1 CSI",
+    "evil\u202egnp.exe",  # a bidi override reverses what follows on screen
+    "astral \U000f0000 private use",
 ]
 
 
@@ -339,10 +341,9 @@ def test_hostile_names_are_sanitised_and_kept_raw(fake: FakeProc, raw: str) -> N
     out = CliRunner().invoke(vms_command, ["--proc-root", str(fake.proc)])
     assert out.exit_code == 0
     assert "\x1b" not in out.output and "\r" not in out.output
-    doc = json.loads(
-        CliRunner().invoke(vms_command, ["--json", "--proc-root", str(fake.proc)]).output
-    )
-    assert doc["vms"][0]["name_raw"] == vm.name_raw
+    raw_json = CliRunner().invoke(vms_command, ["--json", "--proc-root", str(fake.proc)]).output
+    assert not any(c in raw_json for c in "\x1b\x7f\x9b\u202e")
+    assert json.loads(raw_json)["vms"][0]["name_raw"] == vm.name_raw
 
 
 def test_hostile_thread_and_process_names(fake: FakeProc) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 
 import click
@@ -59,9 +60,21 @@ def vms(as_json: bool, proc_root: str, sys_root: str) -> None:
         )
     if as_json:
         doc = as_document(view, proc_root, host_pids)
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        click.echo(terminal_safe_json(doc))
     else:
         _print_table(view)
+
+
+def terminal_safe_json(doc: object) -> str:
+    """JSON that keeps readable Unicode but escapes what a terminal would act
+    on: json escapes C0 controls itself; DEL, C1 controls (0x9b is CSI) and
+    format characters (bidi overrides) are escaped here.  They can only occur
+    inside strings, where \\uXXXX means the same character."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    return "".join(
+        json.dumps(ch)[1:-1] if ord(ch) > 0x7E and unicodedata.category(ch)[0] == "C" else ch
+        for ch in text
+    )
 
 
 def as_document(
