@@ -320,3 +320,12 @@ def test_read_blob_reads_exactly_header_descriptors_and_data(
         assert read_blob(fd) == blob
     finally:
         os.close(fd)
+
+
+def test_cli_listing_needs_no_name_and_no_kvm() -> None:
+    from vprof.guest.cli import guest
+
+    result = CliRunner().invoke(guest, ["--workload", "cpuid", "--listing"])
+    assert result.exit_code == 0 and "0f a2" in result.output and "cpuid" in result.output
+    missing = CliRunner().invoke(guest, ["--count", "3"])
+    assert missing.exit_code == 2 and "--name is required" in missing.output

@@ -61,15 +61,15 @@ Ctrl-C stops the loop at an iteration boundary; the result is still printed.
 Without --count or --duration the guest runs until stopped.
 
 \b
-Overhead: each vCPU keeps one host CPU busy; exits to the VMM (pio, mmio)
-cost Python time in this process.  Needs read/write access to /dev/kvm.
+Overhead: each vCPU keeps one host CPU busy (hlt: mostly idle); exits to
+the VMM (pio, mmio) cost Python time in this process.  Needs read/write access to /dev/kvm.
 
 \b
 Examples:
   vprof guest --name demo --workload pio --count 100000
   vprof guest --name web1 --vcpus 2 --workload mixed --duration 10 --json
   vprof guest --name t --workload hlt --count 1000 --mode kernel --stats
-  vprof guest --name x --workload msr --listing   # the program, byte by byte
+  vprof guest --workload msr --listing   # the guest program, byte by byte
 """
 
 
@@ -93,7 +93,7 @@ def _host_max_vcpus() -> int:
 
 
 @click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--name", required=True, help="VM name, shown as -name guest=NAME.")
+@click.option("--name", default=None, help="VM name, shown as -name guest=NAME (required).")
 @click.option("--vcpus", default=1, show_default=True, type=int, help="Number of vCPUs.")
 @click.option("--workload", default="pio", show_default=True, help="See the list above.")
 @click.option("--count", type=int, default=None, help="Loop iterations per vCPU.")
@@ -103,7 +103,7 @@ def _host_max_vcpus() -> int:
 @click.option("--stats", is_flag=True, help="Add KVM's binary statistics at the end.")
 @click.option("--listing", is_flag=True, help="Print the guest program's bytes and exit.")
 def guest(
-    name: str,
+    name: str | None,
     vcpus: int,
     workload: str,
     count: int | None,
@@ -113,7 +113,7 @@ def guest(
     stats: bool,
     listing: bool,
 ) -> None:
-    args = GuestArgs(name, vcpus, workload, count, duration, mode, as_json, stats)
+    args = GuestArgs(name or "listing", vcpus, workload, count, duration, mode, as_json, stats)
     try:
         validate(args)
     except ArgError as exc:
@@ -121,6 +121,8 @@ def guest(
     if listing:
         click.echo(W.build_program(workload, mode).listing)
         return
+    if name is None:
+        _fail("--name is required", 2)
     try:
         validate(args, _host_max_vcpus())
     except ArgError as exc:
