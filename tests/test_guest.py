@@ -49,7 +49,7 @@ ENCODINGS = {
     W.body_pio_kernel: "66 ba 60 56 ee e4 a1",
     W.body_mmio: "bf 00 00 00 d0 89 07 8b 07",
     W.body_cpuid: "b8 00 00 00 40 31 c9 0f a2",
-    W.body_msr: "b9 75 01 00 00 0f 32 0f 30",
+    W.body_msr: "b9 a0 01 00 00 0f 32 0f 30",
     W.body_hlt: "fb f4 fa",
     W.body_pause: "f3 90",
     W.body_done: "66 ba 01 56 ee",

@@ -31,7 +31,10 @@ PIO_KERNEL_IN_PORT = 0xA1  # pio-kernel: IN from the in-kernel slave PIC's mask 
 MMIO_ADDR = 0xD0000000  # mmio: no memslot here, so each access is a KVM_EXIT_MMIO
 MMIO_READ_VALUE = 0x56504D4D  # what the VMM answers to an MMIO read
 CPUID_LEAF = 0x40000000  # cpuid: the hypervisor-signature leaf
-MSR_INDEX = 0x175  # msr: IA32_SYSENTER_ESP, kept in-kernel, unused by 64-bit code
+# msr: IA32_MISC_ENABLE, intercepted and handled in-kernel, written back
+# unchanged.  Not a SYSENTER MSR: KVM lets VMX (and partly SVM) guests access
+# those without an exit, so they would make no event on Intel/AMD hosts.
+MSR_INDEX = 0x1A0
 PAGETOUCH_BASE = 0x40000000  # pagetouch: region of guest-physical pages to touch
 PAGETOUCH_PER_VCPU = 32 << 20  # each vCPU touches its own 32 MiB, then it is recycled
 TIMER_VECTOR = 0x40  # hlt: the local APIC timer's vector
@@ -72,7 +75,7 @@ WORKLOAD_HELP = {
     f"{PIO_KERNEL_IN_PORT:#x}; both handled in the kernel",
     "mmio": f"write then read guest-physical {MMIO_ADDR:#x} (no memslot): exits to the VMM",
     "cpuid": f"CPUID leaf {CPUID_LEAF:#x}",
-    "msr": f"RDMSR then WRMSR of MSR {MSR_INDEX:#x} (IA32_SYSENTER_ESP), in-kernel",
+    "msr": f"RDMSR then WRMSR (same value) of MSR {MSR_INDEX:#x} (IA32_MISC_ENABLE)",
     "hlt": f"STI; HLT until the LAPIC timer (every {TIMER_PERIOD_NS // 1000} us) wakes it",
     "pause": "PAUSE",
     "pagetouch": f"write the first byte of the next new 4 KiB page at {PAGETOUCH_BASE:#x}+",
