@@ -104,7 +104,7 @@ static __always_inline int vprof_on_userspace(u64 now)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
-	struct vcpu_state *s = vcpus.lookup(&tid);
+	struct vcpu_state *s = shared_vcpus.lookup(&tid);
 	if (s)
 		vprof_close_exit(s, tid, now);
 	return 0;

@@ -4,25 +4,25 @@
 
 TRACEPOINT_PROBE(kvm, kvm_cpuid)
 {
-	vprof_kvm_event(EV_CPUID, args->function, 0);
+	vprof_hot_event(EV_CPUID, args->function, 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_msr)
 {
-	vprof_kvm_event(EV_MSR, ((u64)args->write << 32) | args->ecx, 0);
+	vprof_hot_event(EV_MSR, ((u64)args->write << 32) | args->ecx, 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_cr)
 {
-	vprof_kvm_event(EV_CR, ((u64)args->rw << 32) | args->cr, 0);
+	vprof_hot_event(EV_CR, ((u64)args->rw << 32) | args->cr, 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_hypercall)
 {
-	vprof_kvm_event(EV_HYPERCALL, args->nr, 0);
+	vprof_hot_event(EV_HYPERCALL, args->nr, 0);
 	return 0;
 }
 
@@ -33,6 +33,6 @@ TRACEPOINT_PROBE(kvm, kvm_emulate_insn)
 	u64 op = args->insn[0];
 	if (op == 0x0f)
 		op = 0x0f00 | args->insn[1];
-	vprof_kvm_event(EV_EMULATE_INSN, ((u64)args->failed << 16) | op, 0);
+	vprof_hot_event(EV_EMULATE_INSN, ((u64)args->failed << 16) | op, 0);
 	return 0;
 }

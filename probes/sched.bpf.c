@@ -14,7 +14,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
 {
 	u64 now = bpf_ktime_get_ns();
 	u32 prev = args->prev_pid, next = args->next_pid;
-	struct vcpu_state *s = vcpus.lookup(&prev);
+	struct vcpu_state *s = shared_vcpus.lookup(&prev);
 	if (s && s->state != L_DEAD) {
 		if (s->state != L_RUNQUEUE && s->state != L_HALTED && !(s->flags & F_BLOCKED))
 			s->resume = s->state;
@@ -29,7 +29,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
 			vprof_move(s, L_RUNQUEUE, now);
 		}
 	}
-	s = vcpus.lookup(&next);
+	s = shared_vcpus.lookup(&next);
 	if (s && s->state != L_DEAD) {
 		if (s->state == L_RUNQUEUE && now > s->since_ns)
 			s->runq_wait_ns += now - s->since_ns;
@@ -43,7 +43,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
 TRACEPOINT_PROBE(sched, sched_wakeup)
 {
 	u32 tid = args->pid;
-	struct vcpu_state *s = vcpus.lookup(&tid);
+	struct vcpu_state *s = shared_vcpus.lookup(&tid);
 	if (!s || !(s->flags & F_BLOCKED))
 		return 0;
 	s->flags &= ~F_BLOCKED;
@@ -56,7 +56,7 @@ TRACEPOINT_PROBE(sched, sched_wakeup)
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct vcpu_state *s = vcpus.lookup(&tid);
+	struct vcpu_state *s = shared_vcpus.lookup(&tid);
 	if (s)
 		vprof_move(s, L_DEAD, bpf_ktime_get_ns());
 	return 0;
@@ -70,24 +70,24 @@ TRACEPOINT_PROBE(kvm, kvm_vcpu_wakeup)
 
 TRACEPOINT_PROBE(kvm, kvm_halt_poll_ns)
 {
-	vprof_kvm_event(EV_HALT_POLL_NS, args->grow, 0);
+	vprof_hot_event(EV_HALT_POLL_NS, args->grow, 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_fpu)
 {
-	vprof_kvm_event(EV_FPU, args->load, 0);
+	vprof_hot_event(EV_FPU, args->load, 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_inj_virq)
 {
-	vprof_kvm_event(EV_INJ_VIRQ, args->vector, 0);
+	vprof_hot_event(EV_INJ_VIRQ, args->vector, 0);
 	return 0;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_inj_exception)
 {
-	vprof_kvm_event(EV_INJ_EXCEPTION, args->exception, 0);
+	vprof_hot_event(EV_INJ_EXCEPTION, args->exception, 0);
 	return 0;
 }

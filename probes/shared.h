@@ -7,6 +7,11 @@
 #define VPROF_SHARED_H
 #include "vprof.h"
 
+/* bcc keeps shared maps in one registry per process, by name, and refuses
+ * macros as map names: the loader gives each Profiler its own names by
+ * suffixing shared_vcpus, shared_events and shared_overflow (the only
+ * rewrite it makes; vprof/bpf/source.py), or a second Profiler in the same
+ * process would count into the first one's maps. */
 #ifdef VPROF_CORE
 #define VPROF_SHARED_MAP(type, k, v, name, n) BPF_TABLE_SHARED(type, k, v, name, n)
 #else
@@ -14,13 +19,14 @@
 #endif
 
 /* Not per-CPU: a thread migrates, and its waker runs on another CPU. */
-VPROF_SHARED_MAP("hash", u32, struct vcpu_state, vcpus, VPROF_MAX_VCPUS);
-VPROF_SHARED_MAP("percpu_hash", struct event_key, struct event_val, events, VPROF_MAX_EVENTS);
-VPROF_SHARED_MAP("percpu_array", u32, u64, overflow, OVF_NSLOTS);
+VPROF_SHARED_MAP("hash", u32, struct vcpu_state, shared_vcpus, VPROF_MAX_VCPUS);
+VPROF_SHARED_MAP("percpu_hash", struct event_key, struct event_val, shared_events,
+		 VPROF_MAX_EVENTS);
+VPROF_SHARED_MAP("percpu_array", u32, u64, shared_overflow, OVF_NSLOTS);
 
 static __always_inline void vprof_overflow(u32 slot)
 {
-	u64 *v = overflow.lookup(&slot);
+	u64 *v = shared_overflow.lookup(&slot);
 	if (v)
 		*v += 1;
 }
@@ -43,7 +49,7 @@ static __always_inline void vprof_move(struct vcpu_state *s, u32 cat, u64 now)
  * new VM is traced from its first event without waiting for userspace. */
 static __always_inline struct vcpu_state *vprof_vcpu(u32 pid, u32 tid, u64 now, u32 cat)
 {
-	struct vcpu_state *s = vcpus.lookup(&tid);
+	struct vcpu_state *s = shared_vcpus.lookup(&tid);
 	if (s)
 		return s;
 	struct vcpu_state init = {};
@@ -55,8 +61,8 @@ static __always_inline struct vcpu_state *vprof_vcpu(u32 pid, u32 tid, u64 now, 
 	init.since_ns = now;
 	init.first_ns = now;
 	/* insert = BPF_NOEXIST: a racing first event on another CPU wins. */
-	vcpus.insert(&tid, &init);
-	s = vcpus.lookup(&tid);
+	shared_vcpus.insert(&tid, &init);
+	s = shared_vcpus.lookup(&tid);
 	if (!s)
 		vprof_overflow(OVF_VCPUS);
 	return s;
@@ -78,7 +84,7 @@ static __always_inline void vprof_event(u32 id, u64 detail, u64 sum)
 	k.id = id;
 	k.detail = detail;
 	struct event_val zero = {};
-	struct event_val *v = events.lookup_or_try_init(&k, &zero);
+	struct event_val *v = shared_events.lookup_or_try_init(&k, &zero);
 	if (!v) {
 		vprof_overflow(OVF_EVENTS);
 		return;
@@ -87,10 +93,20 @@ static __always_inline void vprof_event(u32 id, u64 detail, u64 sum)
 	v->sum += sum;
 }
 
-/* Every KVM event both marks its thread as a vCPU and counts. */
+/* The KVM_RUN ioctl (vmm), kvm_userspace_exit, halt wake-ups, port and MMIO
+ * accesses and exits mark their thread as a vCPU: on every host one of them
+ * comes first in a new vCPU thread (each KVM_RUN ends in kvm_userspace_exit). */
 static __always_inline void vprof_kvm_event(u32 id, u64 detail, u64 sum)
 {
 	vprof_current(bpf_ktime_get_ns());
+	vprof_event(id, detail, sum);
+}
+
+/* Frequent events inside KVM_RUN (instruction emulation, SPTE updates,
+ * MSR/CPUID traps) only count: their thread is already marked, and a
+ * second hash lookup per event is measurable (bench/overhead.py). */
+static __always_inline void vprof_hot_event(u32 id, u64 detail, u64 sum)
+{
 	vprof_event(id, detail, sum);
 }
 

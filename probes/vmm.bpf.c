@@ -24,7 +24,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct vcpu_state *s = vcpus.lookup(&tid);
+	struct vcpu_state *s = shared_vcpus.lookup(&tid);
 	if (!s || !s->in_run)
 		return 0;
 	s->in_run = 0;

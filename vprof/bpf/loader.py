@@ -10,6 +10,7 @@ dies, so even SIGKILL leaves nothing attached.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vprof.bpf import _bcc
-from vprof.bpf.source import CORE, FamilySource, missing_tracepoints, render
+from vprof.bpf.source import CORE, FamilySource, missing_tracepoints, render, shared_map_name
 from vprof.model import PROBE_FAMILIES, ProbeStatus
 
 TRACEFS = Path("/sys/kernel/tracing")
@@ -35,6 +36,9 @@ INJECTOR_SYMBOLS = (
     ("vprof_inject_entry", "vprof_injected_entry"),
     ("vprof_inject_userspace", "vprof_injected_userspace"),
 )
+
+
+_INSTANCES = itertools.count(1)
 
 
 class LoadError(RuntimeError):
@@ -66,17 +70,19 @@ class Loader:
         tracefs: Path = TRACEFS,
     ) -> None:
         self._tracefs = tracefs
+        # Shared map names are per Loader (see probes/shared.h).
+        self._instance = next(_INSTANCES)
         defines = {"VPROF_SLOW_NS": slow_exit_threshold_ns}
         if injector:
             defines["VPROF_INJECTOR"] = 1
-        self._core = _Family(render(CORE))
+        self._core = _Family(render(CORE, instance=self._instance))
         self._core.bpf, err = self._compile(self._core.source)
         if self._core.bpf is None:
             raise LoadError(f"cannot load the shared maps: {err}")
         self._families: dict[str, _Family] = {}
         wanted = set(families)
         for name in PROBE_FAMILIES:
-            fam = _Family(render(name, defines))
+            fam = _Family(render(name, defines, instance=self._instance))
             self._families[name] = fam
             if name not in wanted:
                 fam.status = ProbeStatus(name, False, "not selected", fam.source.tracepoints)
@@ -140,8 +146,11 @@ class Loader:
             if fam.bpf is None:
                 continue
             for name in names:
-                out[name] = _bcc.dump_table(fam.bpf, name)
+                out[name] = _bcc.dump_table(fam.bpf, self._map_name(owner, name))
         return out
+
+    def _map_name(self, owner: str, name: str) -> str:
+        return shared_map_name(name, self._instance) if owner == CORE else name
 
     def take_slow_exits(self) -> list[bytes]:
         """Ring-buffer records received since the last call."""
@@ -157,7 +166,7 @@ class Loader:
             fam = self._core if owner == CORE else self._families[owner]
             for name in names:
                 if fam.bpf is not None and keys.get(name):
-                    _bcc.delete_keys(fam.bpf, name, keys[name])
+                    _bcc.delete_keys(fam.bpf, self._map_name(owner, name), keys[name])
 
     def prog_fds(self) -> dict[str, int]:
         out: dict[str, int] = {}

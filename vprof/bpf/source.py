@@ -3,7 +3,10 @@
 Each family is one probes/<family>.bpf.c; core.bpf.c holds the maps they
 share.  `#include "..."` of files in probes/ is expanded here, so what
 `vprof probes --dump` prints is byte for byte what bcc compiles.  Options are
-`#define` lines at the top, never string replacement inside the C.
+`#define` lines at the top.  The one rewrite: the shared maps' names get the
+loader's instance number (shared_vcpus -> shared_vcpus_3), because bcc keeps
+shared maps in one per-process registry by name and rejects macros as map
+names (see probes/shared.h).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
 CORE = "core"
 
 _INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$', re.MULTILINE)
+_SHARED_MAP = re.compile(r"\bshared_(vcpus|events|overflow)\b")
+SHARED_MAPS = ("vcpus", "events", "overflow")
 _TRACEPOINT = re.compile(r"^TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", re.MULTILINE)
 
 
@@ -45,10 +50,16 @@ def tracepoints_of(text: str) -> tuple[str, ...]:
     return tuple(f"{cat}:{name}" for cat, name in _TRACEPOINT.findall(text))
 
 
+def shared_map_name(name: str, instance: int) -> str:
+    """The map name bcc knows one of the SHARED_MAPS by, for one loader."""
+    return f"shared_{name}_{instance}"
+
+
 def render(
     family: str,
     defines: dict[str, int] | None = None,
     probes_dir: Path = PROBES_DIR,
+    instance: int = 1,
 ) -> FamilySource:
     """The final C for `family` (or "core") with `defines` first."""
     if family != CORE and family not in PROBE_FAMILIES:
@@ -56,6 +67,7 @@ def render(
     head = "".join(f"#define {k} {v}\n" for k, v in sorted((defines or {}).items()))
     body = (probes_dir / f"{family}.bpf.c").read_text()
     text = f"/* vprof probe family {family!r} */\n{head}{_expand(body, probes_dir, set())}"
+    text = _SHARED_MAP.sub(lambda m: shared_map_name(m.group(1), instance), text)
     return FamilySource(family, text, tracepoints_of(text))
 
 
