@@ -52,9 +52,9 @@ CHILD = """
 import time
 from vprof.profiler import Profiler, ProfilerConfig
 p = Profiler(ProfilerConfig(families=frozenset({"vmm", "sched"}), bpf_stats=True))
-time.sleep(0.5)
-print("ready", sum(s.run_cnt for s in p.snapshot().progs), flush=True)
 try:
+    time.sleep(0.5)
+    print("ready", sum(s.run_cnt for s in p.snapshot().progs), flush=True)
     time.sleep(60)
 finally:
     p.close()
