@@ -135,3 +135,16 @@ def test_probe_status_and_backend() -> None:
     assert snap.backend.startswith("kvm_pvm") or snap.backend in ("vmx", "svm")
     assert snap.decode_errors == 0
     assert all(n == 0 for n in snap.map_overflows.values())
+
+
+def test_two_profilers_in_one_process_count_separately() -> None:
+    """bcc shares maps by name per process: each Profiler must get its own."""
+    from vprof.profiler import Profiler, ProfilerConfig
+
+    io = ProfilerConfig(families=frozenset({"io"}))
+    with Profiler(io) as a, Profiler(io) as b:
+        result, vm_a = run_guest(a, f"pl-two-{os.getpid()}", "pio", count=500)
+        vm_b = next(v for v in b.snapshot().vms if v.pid == vm_a.pid)
+    for vm in (vm_a, vm_b):
+        exits = sum(r.count for r in vm.reasons if r.reason == "KVM_EXIT_IO")
+        assert exits == ops(result, "pio_out") + ops(result, "pio_in") + 1
