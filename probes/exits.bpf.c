@@ -48,8 +48,12 @@ static __always_inline void vprof_close_exit(struct vcpu_state *s, u32 tid, u64 
 	if (!s->exit_ns)
 		return;
 	u64 d = now > s->exit_ns ? now - s->exit_ns : 0;
-	struct exit_val *v = vprof_exit_val(s->pid, tid, s->exit_isa, s->exit_reason);
+	u32 isa = s->exit_isa | ((s->flags & F_EXIT_MMIO) ? VPROF_ISA_MMIO : 0);
+	/* Counted when closed, so an NPF that continued as MMIO is counted as
+	 * such; an exit still in progress shows in the next snapshot. */
+	struct exit_val *v = vprof_exit_val(s->pid, tid, isa, s->exit_reason);
 	if (v) {
+		v->count += 1;
 		v->timed += 1;
 		v->total_ns += d;
 		u32 slot = vprof_slot(d);
@@ -57,13 +61,14 @@ static __always_inline void vprof_close_exit(struct vcpu_state *s, u32 tid, u64 
 			v->hist[slot] += 1;
 	}
 	if (d >= VPROF_SLOW_NS) {
-		struct slow_exit r = {.pid = s->pid, .tid = tid, .isa = s->exit_isa,
+		struct slow_exit r = {.pid = s->pid, .tid = tid, .isa = isa,
 				      .reason = s->exit_reason, .vcpu_id = s->vcpu_id,
 				      .exit_ns = s->exit_ns, .duration_ns = d};
 		if (slow.ringbuf_output(&r, sizeof(r), 0) != 0)
 			vprof_overflow(OVF_RINGBUF);
 	}
 	s->exit_ns = 0;
+	s->flags &= ~F_EXIT_MMIO;
 }
 
 static __always_inline int vprof_on_exit(u32 isa, u32 reason, u32 vcpu, u64 now)
@@ -74,9 +79,6 @@ static __always_inline int vprof_on_exit(u32 isa, u32 reason, u32 vcpu, u64 now)
 	if (!s)
 		return 0;
 	vprof_close_exit(s, tid, now); /* an exit without entry: never lose it */
-	struct exit_val *v = vprof_exit_val(s->pid, tid, isa, reason);
-	if (v)
-		v->count += 1;
 	s->flags |= F_EXITS_SEEN;
 	s->vcpu_id = vcpu;
 	s->exit_ns = now ? now : 1;

@@ -8,7 +8,9 @@ BPF_PERCPU_HASH(io, struct io_key, u64, VPROF_MAX_IO);
 static __always_inline int vprof_io(u32 kind, u32 dir, u32 size, u64 addr)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	vprof_current(bpf_ktime_get_ns());
+	struct vcpu_state *s = vprof_current(bpf_ktime_get_ns());
+	if (s && s->exit_ns && kind != IO_PIO)
+		s->flags |= F_EXIT_MMIO; /* the pending exit (NPF, EPT_VIOLATION) is MMIO */
 	struct io_key k = {};
 	k.pid = id >> 32;
 	k.tid = (u32)id;
@@ -40,6 +42,15 @@ TRACEPOINT_PROBE(kvm, kvm_fast_mmio)
 {
 	return vprof_io(IO_FAST_MMIO, 2, 0, args->gpa);
 }
+
+#ifdef VPROF_INJECTOR
+#include <uapi/linux/ptrace.h>
+/* uprobe on the test injector's vprof_inject_mmio(gpa): an MMIO write. */
+int vprof_injected_mmio(struct pt_regs *ctx)
+{
+	return vprof_io(IO_MMIO, 2, 4, PT_REGS_PARM1(ctx));
+}
+#endif
 
 TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
 {

@@ -34,6 +34,11 @@ enum vprof_ledger {
 #define F_EXITS_SEEN 1 /* kvm_exit/kvm_entry fire for this thread */
 #define F_BLOCKED 2    /* switched out while not runnable */
 #define F_IOCTL_SEEN 4 /* KVM_RUN ioctl boundaries are traced */
+#define F_EXIT_MMIO 8  /* the pending exit continued as MMIO (kvm_mmio/kvm_fast_mmio) */
+
+/* exit_key.isa | VPROF_ISA_MMIO: a stage-2 fault (SVM NPF, VMX EPT_VIOLATION)
+ * that turned out to be MMIO, which is I/O, not memory (vprof.taxonomy). */
+#define VPROF_ISA_MMIO 0x100
 
 /* overflow[] slots: map full or ring buffer full; vprof/events.py names them */
 enum vprof_overflow {
@@ -110,7 +115,7 @@ struct event_val {
 struct exit_key {
 	__u32 pid;
 	__u32 tid;
-	__u32 isa; /* kvm_exit isa: 1 VMX, 2 SVM */
+	__u32 isa; /* kvm_exit isa: 1 VMX, 2 SVM; | VPROF_ISA_MMIO */
 	__u32 reason; /* raw exit_reason, flag bits included */
 };
 

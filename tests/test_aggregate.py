@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,6 @@ import pytest
 from vprof import events as ev
 from vprof.aggregate import Aggregator, VmIdentity
 from vprof.bpf.source import PROBES_DIR
-from vprof.guest import workloads as W
 from vprof.model import Bucket, Ledger, diff
 
 FIX = Path(__file__).parent / "fixtures" / "pipeline"
@@ -53,8 +53,8 @@ def test_decode_recorded_maps() -> None:
 
 def test_mixed_counts_from_fixture() -> None:
     doc = _load("mixed_2vcpu.json")
-    snap = _snapshot(doc)
-    (vm,) = snap.vms
+    W = SimpleNamespace(**doc["constants"])  # the workload constants when recorded
+    (vm,) = _snapshot(doc).vms
     res = doc["result"]
     io = {(s.kind, s.direction, s.address): s.count for s in vm.io}
     assert io[("pio", "out", W.PIO_PORT)] == _ops(res, "pio_out")

@@ -34,8 +34,11 @@ __attribute__((noinline, used)) void vprof_inject_entry(uint32_t vcpu, uint64_t 
 { __asm__ volatile("" ::: "memory"); }
 __attribute__((noinline, used)) void vprof_inject_userspace(uint64_t ts)
 { __asm__ volatile("" ::: "memory"); }
+__attribute__((noinline, used)) void vprof_inject_mmio(uint64_t gpa)
+{ __asm__ volatile("" ::: "memory"); }
 
-/* stdin: "x ISA REASON VCPU DT", "e VCPU DT", "u DT"; DT in ns after start. */
+/* stdin: "x ISA REASON VCPU DT", "e VCPU DT", "u DT", "m GPA";
+ * DT in ns after start. */
 int main(void)
 {
     struct timespec t;
@@ -51,6 +54,8 @@ int main(void)
             vprof_inject_entry(a, base + dt);
         else if (op == 'u' && scanf("%llu", &dt) == 1)
             vprof_inject_userspace(base + dt);
+        else if (op == 'm' && scanf("%llu", &dt) == 1)
+            vprof_inject_mmio(dt);
         else if (op == 'q') {
             printf("done\n");
             fflush(stdout);
@@ -99,7 +104,9 @@ def injector(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def prof(injector: Path) -> Iterator[Profiler]:
     config = ProfilerConfig(
-        families=frozenset({"exits"}), injector=str(injector), slow_exit_threshold_ns=1_000_000
+        families=frozenset({"exits", "io"}),
+        injector=str(injector),
+        slow_exit_threshold_ns=1_000_000,
     )
     with Profiler(config) as p:
         yield p
@@ -191,3 +198,22 @@ def test_exit_closed_by_return_to_userspace(prof: Profiler, injector: Path) -> N
     r = _by_reason(vm)[("vmx", _name(VMX, 30))]
     assert (r.count, r.handling_ns) == (1, 7000)
     assert r.hist is not None and r.hist[12] == 1  # 4096 <= 7000 < 8192
+
+
+def test_stage2_fault_that_continues_as_mmio_is_io(prof: Profiler, injector: Path) -> None:
+    """SVM NPF / VMX EPT_VIOLATION followed by kvm_mmio before the entry: I/O."""
+    script = "x 2 1024 0 0\nm 3489660928\ne 0 500\n"  # NPF, MMIO write, entry
+    script += "x 2 1024 0 1500\ne 0 1600\n"  # NPF, plain memory
+    script += "x 1 48 0 2600\nm 4096\ne 0 2700\nq\n"  # EPT_VIOLATION as MMIO
+    vm = _replay(prof, injector, script)
+    got = {
+        (r.isa, r.reason): (r.bucket, r.count, r.handling_ns)
+        for r in vm.reasons
+        if r.isa != "event"
+    }
+    npf, ept = _name(SVM, 0x400), _name(VMX, 48)
+    assert got[("svm", npf + "+MMIO")] == (Bucket.IO, 1, 500)
+    assert got[("svm", npf)] == (Bucket.MEMORY, 1, 100)
+    assert got[("vmx", ept + "+MMIO")] == (Bucket.IO, 1, 100)
+    mmio = {(s.kind, s.direction, s.address): s.count for s in vm.io}
+    assert mmio == {("mmio", "write", 0xD0000000): 1, ("mmio", "write", 4096): 1}

@@ -159,7 +159,7 @@ class Profiler:
             self._names.lookup(pids),
             now_ns=now,
             interval_ns=now - self._last_ns,
-            backend=detect_backend(self.config.sys_root, {x.isa for x in decoded.exits}),
+            backend=detect_backend(self.config.sys_root, {x.isa & 0xFF for x in decoded.exits}),
             probes=self._loader.status(),
             progs=self._progs(),
             unreadable=self._names.unreadable,

@@ -13,6 +13,7 @@ from vprof.model import Bucket
 
 # kvm_exit's isa field (arch/x86/kvm/trace.h: KVM_ISA_VMX 1, KVM_ISA_SVM 2).
 ISA_NAMES = {1: "vmx", 2: "svm"}
+ISA_MMIO = 0x100  # VPROF_ISA_MMIO in probes/vprof.h: the exit continued as MMIO
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,19 @@ class Named:
 
 @lru_cache(maxsize=4096)
 def name_exit(isa: int, code: int) -> Named:
-    """An exit reason; flag bits (FAILED_VMENTRY, ...) are kept as "+FLAG"."""
-    from vprof.taxonomy import classify_exit
+    """An exit reason; flag bits (FAILED_VMENTRY, ...) are kept as "+FLAG",
+    and a stage-2 fault that continued as MMIO is "+MMIO", bucketed as I/O."""
+    from vprof.taxonomy import classify_exit, resolve_bucket
 
+    mmio = bool(isa & ISA_MMIO)
+    isa &= ~ISA_MMIO
     isa_name = ISA_NAMES.get(isa)
     if isa_name is None:
         return Named(f"isa{isa}", f"unknown:isa{isa}:{code}", Bucket.UNCLASSIFIED)
     c = classify_exit(isa_name, code)
-    return Named(c.isa, c.name + "".join(f"+{f}" for f in c.flags), c.bucket)
+    resolved = resolve_bucket(c, mmio)
+    name = c.name + "".join(f"+{f}" for f in c.flags) + ("+MMIO" if mmio else "")
+    return Named(c.isa, name, resolved.bucket)
 
 
 @lru_cache(maxsize=1024)

@@ -31,10 +31,11 @@ FAMILY_MAPS: dict[str, tuple[str, ...]] = {
     "exits": ("exits",),
     "io": ("io",),
 }
-INJECTOR_SYMBOLS = (
-    ("vprof_inject_exit", "vprof_injected_exit"),
-    ("vprof_inject_entry", "vprof_injected_entry"),
-    ("vprof_inject_userspace", "vprof_injected_userspace"),
+INJECTOR_SYMBOLS = (  # family, symbol in the injector, BPF function
+    ("exits", "vprof_inject_exit", "vprof_injected_exit"),
+    ("exits", "vprof_inject_entry", "vprof_injected_entry"),
+    ("exits", "vprof_inject_userspace", "vprof_injected_userspace"),
+    ("io", "vprof_inject_mmio", "vprof_injected_mmio"),
 )
 
 
@@ -126,11 +127,12 @@ class Loader:
             fam.status = ProbeStatus(name, True, "", tps)
 
     def _attach_injector(self, path: str) -> None:
-        fam = self._families["exits"]
-        if fam.bpf is None:
-            raise LoadError(f"exits family is off ({fam.status.reason}): no injector")
-        for symbol, fn in INJECTOR_SYMBOLS:
-            _bcc.load_uprobe(fam.bpf, path, symbol, fn)
+        if self._families["exits"].bpf is None:
+            reason = self._families["exits"].status.reason
+            raise LoadError(f"exits family is off ({reason}): no injector")
+        for family, symbol, fn in INJECTOR_SYMBOLS:
+            if self._families[family].bpf is not None:
+                _bcc.load_uprobe(self._families[family].bpf, path, symbol, fn)
 
     def status(self) -> tuple[ProbeStatus, ...]:
         return tuple(f.status for f in self._families.values())
