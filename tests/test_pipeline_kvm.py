@@ -87,8 +87,10 @@ def _check_ledger(vm: VmStat, result: dict[str, Any], workload: str) -> None:
     tids = {v["tid"] for v in result["vcpus"]}
     seen = {v.tid: v for v in vm.vcpus}
     assert tids <= set(seen), f"vCPU threads {tids - set(seen)} missing"
+    index = {v["tid"]: v["index"] for v in result["vcpus"]}
     for tid in tids:
         v = seen[tid]
+        assert v.index == index[tid]  # from the inventory, taken while the VM ran
         total = sum(v.ledger.values())
         assert abs(total - v.wall_ns) <= v.wall_ns / 100
         assert v.wall_ns > 0
@@ -111,6 +113,7 @@ def test_exact_counts(workload: str, vcpus: int) -> None:
     name = f"pl-{workload}-{vcpus}-{os.getpid()}"
     result, vm = run_guest(prof, name, workload, vcpus=vcpus, count=COUNTS[workload])
     assert result["total_ops"] == COUNTS[workload] * vcpus
+    assert (vm.name, vm.vcpu_count) == (name, vcpus)
     _check_counts(vm, result)
     _check_buckets(vm, workload)
     _check_ledger(vm, result, workload)
