@@ -17,7 +17,9 @@ def compile_text(text: str) -> Any:
     return BPF(text=text.encode())
 
 
-def _raw(obj: Any) -> bytes:
+def _raw(obj: Any, kind: Any = None) -> bytes:
+    if isinstance(obj, int):  # batch lookups give plain ints for integer types
+        obj = kind(obj)
     return ctypes.string_at(ctypes.addressof(obj), ctypes.sizeof(obj))
 
 
@@ -26,15 +28,26 @@ def dump_table(bpf: Any, name: str) -> list[tuple[bytes, tuple[bytes, ...]]]:
     table = bpf.get_table(name.encode())
     percpu = hasattr(table, "total_cpu")
     out: list[tuple[bytes, tuple[bytes, ...]]] = []
-    for key, value in table.items():
+    for key, value in _entries(table):
         if percpu:
             size = ctypes.sizeof(table.sLeaf)
             raw = _raw(value)
             vals = tuple(raw[i * size : (i + 1) * size] for i in range(len(raw) // size))
         else:
-            vals = (_raw(value),)
-        out.append((_raw(key), vals))
+            vals = (_raw(value, table.Leaf),)
+        out.append((_raw(key, table.Key), vals))
     return out
+
+
+def _entries(table: Any) -> list[tuple[Any, Any]]:
+    """All entries, by BPF_MAP_LOOKUP_BATCH (one syscall per few hundred
+    entries) where the kernel and map type have it, else key by key."""
+    if not hasattr(table, "total_cpu") or table.__class__.__name__ == "PerCpuHash":
+        try:
+            return list(table.items_lookup_batch())
+        except Exception:  # bcc raises bare Exception (e.g. EINVAL before 5.6)
+            pass
+    return list(table.items())
 
 
 def delete_keys(bpf: Any, name: str, keys: list[bytes]) -> int:
