@@ -44,6 +44,7 @@ MODES = ("none", "vprof", "perf")
 class VprofCost:
     prog_ns_per_event: dict[str, list[float]] = field(default_factory=dict)
     events: int = 0
+    bpf_ns: int = 0
     agg_cpu_s: float = 0.0
     wall_s: float = 0.0
 
@@ -94,6 +95,7 @@ def with_vprof(workload: str, vcpus: int, seconds: float, cost: VprofCost) -> fl
     for name, (ns, cnt) in _prog_delta(first.progs, last.progs).items():
         cost.prog_ns_per_event.setdefault(name, []).append(ns / cnt)
         cost.events += cnt
+        cost.bpf_ns += ns
     return rate
 
 
@@ -150,6 +152,7 @@ def report(rows: list[tuple[str, int, dict[str, list[float]]]], cost: VprofCost)
     per_prog = {n: statistics.median(v) for n, v in cost.prog_ns_per_event.items()}
     print(f"\nBPF programs that ran: {len(per_prog)}, events: {cost.events:,}")
     print(f"BPF ns/event, median over programs: {statistics.median(per_prog.values()):.0f}")
+    print(f"BPF ns/event, all events (weighted): {cost.bpf_ns / max(cost.events, 1):.0f}")
     for name, ns in sorted(per_prog.items(), key=lambda kv: -kv[1]):
         print(f"  {ns:8.0f} ns  {name}")
     pct = 100 * cost.agg_cpu_s / cost.wall_s if cost.wall_s else 0.0
