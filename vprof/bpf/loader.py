@@ -179,10 +179,11 @@ class Loader:
         return out
 
     def close(self) -> None:
-        for fam in (*self._families.values(), self._core):
-            if fam.bpf is not None:
-                with contextlib.suppress(Exception):
-                    _bcc.close(fam.bpf)
+        fams = [f for f in (*self._families.values(), self._core) if f.bpf is not None]
+        try:
+            _bcc.close_all([f.bpf for f in fams])
+        finally:
+            for fam in fams:
                 fam.bpf = None
 
 
