@@ -90,9 +90,11 @@ def close_all(bpfs: list[Any]) -> None:
     took over 2 s, so they are detached in parallel (ctypes releases the GIL)
     and the grace periods overlap."""
     jobs = [(bpf, tp) for bpf in bpfs for tp in list(bpf.tracepoint_fds)]
-    if jobs:
-        with ThreadPoolExecutor(max_workers=min(len(jobs), 32)) as pool:
+    try:
+        with ThreadPoolExecutor(max_workers=min(len(jobs), 32) or 1) as pool:
             list(pool.map(lambda job: _detach(*job), jobs))
+    except RuntimeError:  # at interpreter shutdown (atexit): no new threads
+        pass
     for bpf in bpfs:
         bpf.cleanup()  # uprobes, ring buffer, maps; tracepoints are gone
 
