@@ -22,7 +22,7 @@ Families (each compiles and attaches on its own; one failing leaves the rest):
   io          kvm_pio, kvm_mmio, kvm_fast_mmio, kvm_userspace_exit
   vmm         KVM_RUN ioctl boundaries: time in the VMM's userspace
   privileged  kvm_cpuid, kvm_msr, kvm_cr, kvm_hypercall, kvm_emulate_insn
-  memory      kvm_page_fault, kvmmmu:*, async page faults
+  memory      kvm_page_fault, kvmmmu SPTE and fault events, async page faults
   sched       sched_switch/sched_wakeup of vCPU threads, halt wake-ups, FPU, injection
 
 \b
