@@ -10,10 +10,20 @@
 #define VPROF_H
 
 #define VPROF_HIST_SLOTS 40 /* = vprof.model.HIST_SLOTS */
+/* Map bounds; the loader may override them (tests make them tiny to check
+ * that a full map is counted in overflow[], never silently lost). */
+#ifndef VPROF_MAX_VCPUS
 #define VPROF_MAX_VCPUS 4096
+#endif
+#ifndef VPROF_MAX_EVENTS
 #define VPROF_MAX_EVENTS 16384
+#endif
+#ifndef VPROF_MAX_EXITS
 #define VPROF_MAX_EXITS 16384
+#endif
+#ifndef VPROF_MAX_IO
 #define VPROF_MAX_IO 4096
+#endif
 #define VPROF_RINGBUF_BYTES (64 * 4096)
 
 /* Where a vCPU thread's time goes (vprof.model.Ledger); KERNEL is split

@@ -78,3 +78,26 @@ def test_signals_detach_and_restore_bpf_stats(sig: signal.Signals) -> None:
     assert proc.returncode in (128 + sig, -sig), err
     # The stats fd died with the process; the sysctl was never touched.
     assert STATS.read_text().strip() == before
+
+
+@pytest.mark.kvm
+def test_a_full_map_is_counted_not_silently_lost() -> None:
+    from guestproc import start_guest
+
+    from vprof.events import decode
+
+    # Room for one I/O series; the pio guest makes three (OUT, IN, DONE port).
+    loader = Loader(("io",), map_bounds={"io": 1})
+    try:
+        with start_guest("pl-overflow", "pio", count=50) as g:
+            g.wait(30)
+        decoded = decode(loader.read())
+    finally:
+        loader.close()
+    counted = sum(r.count for r in decoded.io if r.pid == g.pid)
+    assert len(decoded.io) <= 1
+    # Each of the guest's 101 port accesses (50 OUT, 50 IN, 1 DONE) is either
+    # counted or counted as overflow (others' guests may overflow too).
+    assert counted <= 50
+    assert decoded.overflows["io"] >= 101 - counted
+    assert decoded.overflows["events"] == 0

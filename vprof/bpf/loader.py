@@ -69,14 +69,16 @@ class Loader:
         slow_exit_threshold_ns: int = 1_000_000,
         injector: str | None = None,
         tracefs: Path = TRACEFS,
+        map_bounds: dict[str, int] | None = None,
     ) -> None:
         self._tracefs = tracefs
         # Shared map names are per Loader (see probes/shared.h).
         self._instance = next(_INSTANCES)
-        defines = {"VPROF_SLOW_NS": slow_exit_threshold_ns}
+        bounds = {f"VPROF_MAX_{k.upper()}": v for k, v in (map_bounds or {}).items()}
+        defines = {"VPROF_SLOW_NS": slow_exit_threshold_ns, **bounds}
         if injector:
             defines["VPROF_INJECTOR"] = 1
-        self._core = _Family(render(CORE, instance=self._instance))
+        self._core = _Family(render(CORE, bounds, instance=self._instance))
         self._core.bpf, err = self._compile(self._core.source)
         if self._core.bpf is None:
             raise LoadError(f"cannot load the shared maps: {err}")
