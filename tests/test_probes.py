@@ -102,7 +102,7 @@ def test_cli_dump_and_bad_usage() -> None:
         assert "Traceback" not in bad.output
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="checks the non-root message")
-def test_cli_check_needs_root() -> None:
+def test_cli_check_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     out = CliRunner().invoke(probes, ["--check"])
     assert out.exit_code == 2 and "root" in out.output
