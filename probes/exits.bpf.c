@@ -56,6 +56,7 @@ static __always_inline void vprof_close_exit(struct vcpu_state *s, u32 tid, u64 
 		v->count += 1;
 		v->timed += 1;
 		v->total_ns += d;
+		v->kernel_ns += s->exit_kernel_ns;
 		u32 slot = vprof_slot(d);
 		if (slot < VPROF_HIST_SLOTS)
 			v->hist[slot] += 1;
@@ -68,6 +69,7 @@ static __always_inline void vprof_close_exit(struct vcpu_state *s, u32 tid, u64 
 			vprof_overflow(OVF_RINGBUF);
 	}
 	s->exit_ns = 0;
+	s->exit_kernel_ns = 0;
 	s->flags &= ~F_EXIT_MMIO;
 }
 
@@ -78,13 +80,15 @@ static __always_inline int vprof_on_exit(u32 isa, u32 reason, u32 vcpu, u64 now)
 	struct vcpu_state *s = vprof_vcpu(id >> 32, tid, now, L_GUEST);
 	if (!s)
 		return 0;
-	vprof_close_exit(s, tid, now); /* an exit without entry: never lose it */
+	/* Charge the stretch so far first: it belongs to the previous exit if
+	 * that one never saw its entry, which is then closed, never lost. */
+	vprof_move(s, L_KERNEL, now);
+	vprof_close_exit(s, tid, now);
 	s->flags |= F_EXITS_SEEN;
 	s->vcpu_id = vcpu;
 	s->exit_ns = now ? now : 1;
 	s->exit_isa = isa;
 	s->exit_reason = reason;
-	vprof_move(s, L_KERNEL, now);
 	return 0;
 }
 
@@ -95,10 +99,10 @@ static __always_inline int vprof_on_entry(u32 vcpu, u64 now)
 	struct vcpu_state *s = vprof_vcpu(id >> 32, tid, now, L_KERNEL);
 	if (!s)
 		return 0;
+	vprof_move(s, L_GUEST, now); /* charges the exit's last kernel stretch */
 	vprof_close_exit(s, tid, now);
 	s->flags |= F_EXITS_SEEN;
 	s->vcpu_id = vcpu;
-	vprof_move(s, L_GUEST, now);
 	return 0;
 }
 
@@ -107,8 +111,10 @@ static __always_inline int vprof_on_userspace(u64 now)
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
 	struct vcpu_state *s = shared_vcpus.lookup(&tid);
-	if (s)
+	if (s && s->exit_ns) {
+		vprof_move(s, s->state, now); /* charge the stretch, same state */
 		vprof_close_exit(s, tid, now);
+	}
 	return 0;
 }
 

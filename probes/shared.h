@@ -39,8 +39,13 @@ static __always_inline void vprof_move(struct vcpu_state *s, u32 cat, u64 now)
 		return;
 	if (st >= L_NCAT)
 		st = L_UNATTRIBUTED;
-	if (now > s->since_ns)
+	if (now > s->since_ns) {
 		s->ns[st & (L_NCAT - 1)] += now - s->since_ns;
+		/* The pending exit's own on-CPU kernel time, so the ledger's
+		 * kernel share splits exactly by exit reason (halts excluded). */
+		if (st == L_KERNEL && s->exit_ns)
+			s->exit_kernel_ns += now - s->since_ns;
+	}
 	s->since_ns = now;
 	s->state = cat;
 }

@@ -107,6 +107,7 @@ struct vcpu_state {
 	__u64 exit_ns; /* pending exit: time, isa, reason; 0 when none */
 	__u32 exit_isa;
 	__u32 exit_reason;
+	__u64 exit_kernel_ns; /* pending exit: time on CPU in the kernel so far */
 };
 
 struct event_key {
@@ -132,7 +133,8 @@ struct exit_key {
 struct exit_val {
 	__u64 count;
 	__u64 timed; /* exits whose handling time was measured */
-	__u64 total_ns;
+	__u64 total_ns;  /* exit -> entry, blocked and waiting time included */
+	__u64 kernel_ns; /* of which on CPU in the kernel: the ledger's share */
 	__u64 hist[VPROF_HIST_SLOTS];
 };
 

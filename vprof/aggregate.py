@@ -90,7 +90,7 @@ class _VmAcc:
         acc.hist = acc.hist or [0] * HIST_SLOTS
         for i, n in enumerate(rec.hist):
             acc.hist[i] += n
-        self.tid_kernel[rec.tid][named.bucket] += rec.total_ns
+        self.tid_kernel[rec.tid][named.bucket] += rec.kernel_ns
 
     def reason_stats(self) -> tuple[ReasonStat, ...]:
         out = [

@@ -88,6 +88,7 @@ class CVcpuState(ctypes.Structure):
         ("exit_ns", _u64),
         ("exit_isa", _u32),
         ("exit_reason", _u32),
+        ("exit_kernel_ns", _u64),
     )
 
 
@@ -108,6 +109,7 @@ class CExitVal(ctypes.Structure):
         ("count", _u64),
         ("timed", _u64),
         ("total_ns", _u64),
+        ("kernel_ns", _u64),
         ("hist", _u64 * HIST_SLOTS),
     )
 
@@ -173,7 +175,8 @@ class ExitRecord:
     reason: int
     count: int
     timed: int
-    total_ns: int
+    total_ns: int  # exit -> entry
+    kernel_ns: int  # of which on CPU in the kernel
     hist: tuple[int, ...]
 
 
@@ -280,6 +283,7 @@ def decode_exit(key: bytes, values: Sequence[bytes]) -> ExitRecord:
         sum(v.count for v in vals),
         sum(v.timed for v in vals),
         sum(v.total_ns for v in vals),
+        sum(v.kernel_ns for v in vals),
         hist,
     )
 

@@ -2,9 +2,10 @@
 
 The kernel (probes/shared.h vprof_move) charges each finished stretch of a
 vCPU thread's time to its state; the stretch still running is charged here up
-to `now_ns`.  Exit handling time ("kernel") is split by overhead bucket in
-proportion to the handling time the exits map measured for that thread, with
-integer rounding put on the largest share so the parts sum exactly.
+to `now_ns`.  Exit handling time ("kernel") is split by overhead bucket by
+the on-CPU kernel time the exits map measured per reason for that thread
+(exact but for an exit still in progress), with integer rounding put on the
+largest share so the parts sum exactly.
 """
 
 from __future__ import annotations
