@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dashboards.spec import (
     INSTANCE,
+    OVERHEAD,
     VM,
+    VM_BUCKET,
     DashboardSpec,
     Kind,
     PanelSpec,
     Query,
     Row,
-    rate,
     share,
+    sum_rate,
+    time_share,
 )
-
-_OVERHEAD_SEL = f'{VM}, bucket=~"$bucket", bucket!="none"'
 
 _BUCKETS_ACROSS_HOSTS = PanelSpec(
     title="Overhead by bucket across hosts",
@@ -29,16 +30,7 @@ _BUCKETS_ACROSS_HOSTS = PanelSpec(
         "privileged -> hardware assists, memory -> huge pages, I/O -> virtio/vhost or "
         "passthrough, context switch -> pinning and halt-polling."
     ),
-    queries=(
-        Query(
-            share(
-                f"sum by (bucket) ({rate('vprof_vm_time_seconds_total', _OVERHEAD_SEL)})",
-                "",
-                VM,
-            ),
-            "{{bucket}}",
-        ),
-    ),
+    queries=(Query(time_share("bucket", OVERHEAD, ""), "{{bucket}}"),),
     width=16,
 )
 
@@ -53,14 +45,7 @@ _HOST_SHARE = PanelSpec(
     ),
     queries=(
         Query(
-            share(
-                "sum by (instance) ("
-                + rate("vprof_vm_time_seconds_total", _OVERHEAD_SEL, "$__range")
-                + ")",
-                "instance",
-                VM,
-                "$__range",
-            ),
+            time_share("instance", OVERHEAD, "instance", "$__range"),
             "{{instance}}",
             instant=True,
         ),
@@ -82,16 +67,7 @@ _TOP_VMS = PanelSpec(
     ),
     queries=(
         Query(
-            "topk(10, "
-            + share(
-                "sum by (instance, vm) ("
-                + rate("vprof_vm_time_seconds_total", _OVERHEAD_SEL, "$__range")
-                + ")",
-                "instance, vm",
-                VM,
-                "$__range",
-            )
-            + ")",
+            "topk(10, " + time_share("instance, vm", OVERHEAD, "instance, vm", "$__range") + ")",
             "{{vm}} on {{instance}}",
             instant=True,
         ),
@@ -112,9 +88,7 @@ _RUNQUEUE_HOSTS = PanelSpec(
         Query(
             "topk(10, "
             + share(
-                f"sum by (instance) ({rate('vprof_vm_runqueue_wait_seconds_total', VM)})",
-                "instance",
-                VM,
+                sum_rate("instance", "vprof_vm_runqueue_wait_seconds_total", VM), "instance", VM
             )
             + ")",
             "{{instance}}",
@@ -134,7 +108,7 @@ _EXITS_BY_BUCKET = PanelSpec(
     ),
     queries=(
         Query(
-            "sum by (bucket) (" + rate("vprof_vm_events_total", f'{VM}, bucket=~"$bucket"') + ")",
+            sum_rate("bucket", "vprof_vm_events_total", VM_BUCKET),
             "{{bucket}}",
         ),
     ),
@@ -177,15 +151,15 @@ _EVENTS_LOST = PanelSpec(
     ),
     queries=(
         Query(
-            f"sum by (instance) ({rate('vprof_events_lost_total', INSTANCE)})",
+            sum_rate("instance", "vprof_events_lost_total", INSTANCE),
             "{{instance}} lost",
         ),
         Query(
-            f"sum by (instance) ({rate('vprof_map_overflows_total', INSTANCE)})",
+            sum_rate("instance", "vprof_map_overflows_total", INSTANCE),
             "{{instance}} map full",
         ),
         Query(
-            f"sum by (instance) ({rate('vprof_decode_errors_total', INSTANCE)})",
+            sum_rate("instance", "vprof_decode_errors_total", INSTANCE),
             "{{instance}} decode errors",
         ),
     ),

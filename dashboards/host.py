@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 from dashboards.spec import (
+    EXIT_HIST,
     OVERHEAD,
     REMEDY,
     VM,
+    VM_BUCKET,
     DashboardSpec,
     Kind,
     Needs,
     PanelSpec,
     Query,
     Row,
-    rate,
     share,
+    sum_rate,
+    time_share,
 )
-
-_BUCKET = f'{VM}, bucket=~"$bucket"'
-_HIST = "vprof_vm_exit_handling_seconds_bucket"
-
-
-def _time_share(by: str, extra: str, per: str) -> str:
-    """Ledger time grouped `by`, as a share of the vCPU wall time of each `per` group."""
-    selector = f"{VM}, {extra}"
-    return share(f"sum by ({by}) ({rate('vprof_vm_time_seconds_total', selector)})", per, VM)
-
 
 BUCKETS = PanelSpec(
     title="Overhead by bucket",
@@ -35,7 +28,7 @@ BUCKETS = PanelSpec(
         "fix the biggest bucket: privileged -> hardware assists, memory -> huge pages, "
         "I/O -> virtio/vhost or passthrough, context switch -> pinning and halt-polling."
     ),
-    queries=(Query(_time_share("bucket", OVERHEAD, ""), "{{bucket}}"),),
+    queries=(Query(time_share("bucket", OVERHEAD, ""), "{{bucket}}"),),
 )
 
 LEDGER = PanelSpec(
@@ -51,7 +44,7 @@ LEDGER = PanelSpec(
         "vmm_userspace or kernel_io -> virtio/vhost or passthrough, kernel_privileged -> "
         "hardware assists, runqueue -> pinning."
     ),
-    queries=(Query(_time_share("vm, category", 'category=~".+"', "vm"), "{{vm}} {{category}}"),),
+    queries=(Query(time_share("vm, category", 'category=~".+"', "vm"), "{{vm}} {{category}}"),),
 )
 
 EVENTS = PanelSpec(
@@ -65,7 +58,7 @@ EVENTS = PanelSpec(
     ),
     queries=(
         Query(
-            f"sum by (vm, bucket) ({rate('vprof_vm_events_total', _BUCKET)})",
+            sum_rate("vm, bucket", "vprof_vm_events_total", VM_BUCKET),
             "{{vm}} {{bucket}}",
         ),
     ),
@@ -85,9 +78,9 @@ REASONS = PanelSpec(
     ),
     queries=(
         Query(
-            "topk(15, sum by (bucket, isa, reason) ("
-            + rate("vprof_vm_reason_events_total", _BUCKET, "$__range")
-            + "))",
+            "topk(15, "
+            + sum_rate("bucket, isa, reason", "vprof_vm_reason_events_total", VM_BUCKET, "$__range")
+            + ")",
             "{{reason}} ({{bucket}})",
             instant=True,
         ),
@@ -103,7 +96,7 @@ HEATMAP = PanelSpec(
         "a band moving right means slow exits: look at the bucket in Exit handling p99, then "
         "hardware assists, huge pages, vhost or passthrough, or pinning for that bucket."
     ),
-    queries=(Query(f"sum by (le) ({rate(_HIST, _BUCKET)})", "{{le}}"),),
+    queries=(Query(sum_rate("le", EXIT_HIST, VM_BUCKET), "{{le}}"),),
     needs=Needs.EXIT_TIMING,
 )
 
@@ -118,7 +111,7 @@ HANDLING_P99 = PanelSpec(
     ),
     queries=(
         Query(
-            f"histogram_quantile(0.99, sum by (bucket, le) ({rate(_HIST, _BUCKET)}))",
+            f"histogram_quantile(0.99, {sum_rate('bucket, le', EXIT_HIST, VM_BUCKET)})",
             "{{bucket}}",
         ),
     ),
@@ -133,9 +126,9 @@ IO_BY_VM = PanelSpec(
     when_high=f"move the device to {REMEDY['io']}.",
     queries=(
         Query(
-            "topk(10, sum by (instance, vm) ("
-            + rate("vprof_vm_io_accesses_total", VM, "$__range")
-            + "))",
+            "topk(10, "
+            + sum_rate("instance, vm", "vprof_vm_io_accesses_total", VM, "$__range")
+            + ")",
             "{{vm}}",
             instant=True,
         ),
@@ -153,7 +146,7 @@ IO_BY_KIND = PanelSpec(
     ),
     queries=(
         Query(
-            f"sum by (kind, direction) ({rate('vprof_vm_io_accesses_total', VM)})",
+            sum_rate("kind, direction", "vprof_vm_io_accesses_total", VM),
             "{{kind}} {{direction}}",
         ),
     ),
@@ -170,7 +163,7 @@ IO_BYTES = PanelSpec(
     ),
     queries=(
         Query(
-            f"sum by (kind, direction) ({rate('vprof_vm_io_bytes_total', VM)})",
+            sum_rate("kind, direction", "vprof_vm_io_bytes_total", VM),
             "{{kind}} {{direction}}",
         ),
     ),
@@ -185,7 +178,7 @@ VMM_TIME = PanelSpec(
         "device emulation in userspace: vhost (in-kernel or vhost-user) or passthrough moves "
         "it off the vCPU."
     ),
-    queries=(Query(_time_share("vm", 'category="vmm_userspace"', "vm"), "{{vm}}"),),
+    queries=(Query(time_share("vm", 'category="vmm_userspace"', "vm"), "{{vm}}"),),
 )
 
 RUNQUEUE = PanelSpec(
@@ -198,11 +191,7 @@ RUNQUEUE = PanelSpec(
     ),
     queries=(
         Query(
-            share(
-                f"sum by (vm) ({rate('vprof_vm_runqueue_wait_seconds_total', VM)})",
-                "vm",
-                VM,
-            ),
+            share(sum_rate("vm", "vprof_vm_runqueue_wait_seconds_total", VM), "vm", VM),
             "{{vm}}",
         ),
     ),
@@ -214,7 +203,7 @@ PREEMPTIONS = PanelSpec(
     unit="ops",
     shows="Involuntary switches of each VM's vCPU threads off a host CPU, per second.",
     when_high="other threads compete for the vCPU's host CPU: pin vCPUs to isolated host CPUs.",
-    queries=(Query(f"sum by (vm) ({rate('vprof_vm_preemptions_total', VM)})", "{{vm}}"),),
+    queries=(Query(sum_rate("vm", "vprof_vm_preemptions_total", VM), "{{vm}}"),),
 )
 
 HALTED = PanelSpec(
@@ -226,7 +215,7 @@ HALTED = PanelSpec(
         "the guest is idle: if its wake-up latency matters tune halt-polling (halt_poll_ns), "
         "otherwise consider fewer vCPUs for it."
     ),
-    queries=(Query(_time_share("vm", 'category="halted"', "vm"), "{{vm}}"),),
+    queries=(Query(time_share("vm", 'category="halted"', "vm"), "{{vm}}"),),
 )
 
 WAKEUPS = PanelSpec(
@@ -239,11 +228,8 @@ WAKEUPS = PanelSpec(
         "and pinning keeps it warm."
     ),
     queries=(
-        Query(f"sum by (vm) ({rate('vprof_vm_wakeups_total', VM)})", "{{vm}} wake-ups"),
-        Query(
-            f"sum by (vm) ({rate('vprof_vm_voluntary_switches_total', VM)})",
-            "{{vm}} voluntary",
-        ),
+        Query(sum_rate("vm", "vprof_vm_wakeups_total", VM), "{{vm}} wake-ups"),
+        Query(sum_rate("vm", "vprof_vm_voluntary_switches_total", VM), "{{vm}} voluntary"),
     ),
 )
 

@@ -108,10 +108,22 @@ class DashboardSpec:
 INSTANCE = 'instance=~"$instance"'
 VM = 'instance=~"$instance", vm=~"$vm"'
 OVERHEAD = 'bucket=~"$bucket", bucket!="none"'
+VM_BUCKET = f'{VM}, bucket=~"$bucket"'
+EXIT_HIST = "vprof_vm_exit_handling_seconds_bucket"
 
 
 def rate(metric: str, selector: str, window: str = "$__rate_interval") -> str:
     return f"rate({metric}{{{selector}}}[{window}])"
+
+
+def sum_rate(by: str, metric: str, selector: str, window: str = "$__rate_interval") -> str:
+    return f"sum by ({by}) ({rate(metric, selector, window)})"
+
+
+def time_share(by: str, extra: str, per: str, window: str = "$__rate_interval") -> str:
+    """Ledger time grouped `by`, as a share of the vCPU wall time of each `per` group."""
+    time = sum_rate(by, "vprof_vm_time_seconds_total", f"{VM}, {extra}", window)
+    return share(time, per, VM, window)
 
 
 def share(numerator: str, by: str, selector: str, window: str = "$__rate_interval") -> str:

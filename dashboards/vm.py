@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 from dashboards.spec import (
+    EXIT_HIST,
     OVERHEAD,
     REMEDY,
     VM,
+    VM_BUCKET,
     DashboardSpec,
     Kind,
     Needs,
     PanelSpec,
     Query,
     Row,
-    rate,
     share,
+    sum_rate,
+    time_share,
 )
 
-_BUCKET = f'{VM}, bucket=~"$bucket"'
-_HIST = "vprof_vm_exit_handling_seconds_bucket"
 _VCPU_TIME = "vprof_vcpu_time_seconds_total"
-
-
-def _sum_rate(by: str, metric: str, selector: str, window: str = "$__rate_interval") -> str:
-    return f"sum by ({by}) ({rate(metric, selector, window)})"
 
 
 IDENTITY = PanelSpec(
@@ -48,12 +45,7 @@ OVERHEAD_SHARE = PanelSpec(
         "see which bucket below carries it: hardware assists, huge pages, virtio/vhost or "
         "passthrough, pinning and halt-polling."
     ),
-    queries=(
-        Query(
-            share(_sum_rate("vm", "vprof_vm_time_seconds_total", f"{VM}, {OVERHEAD}"), "vm", VM),
-            "{{vm}}",
-        ),
-    ),
+    queries=(Query(time_share("vm", OVERHEAD, "vm"), "{{vm}}"),),
     width=8,
     height=5,
 )
@@ -70,16 +62,7 @@ LEDGER = PanelSpec(
         "kernel_memory -> huge pages; kernel_io or vmm_userspace -> virtio/vhost or "
         "passthrough; kernel_privileged -> hardware assists; runqueue -> pinning."
     ),
-    queries=(
-        Query(
-            share(
-                _sum_rate("vm, category", "vprof_vm_time_seconds_total", f'{VM}, category=~".+"'),
-                "vm",
-                VM,
-            ),
-            "{{category}}",
-        ),
-    ),
+    queries=(Query(time_share("vm, category", 'category=~".+"', "vm"), "{{category}}"),),
 )
 
 BUCKET_EVENTS = PanelSpec(
@@ -91,7 +74,7 @@ BUCKET_EVENTS = PanelSpec(
         "privileged -> hardware assists; memory -> huge pages; I/O -> virtio/vhost or "
         "passthrough; context switch -> pinning and halt-polling."
     ),
-    queries=(Query(_sum_rate("bucket", "vprof_vm_events_total", _BUCKET), "{{bucket}}"),),
+    queries=(Query(sum_rate("bucket", "vprof_vm_events_total", VM_BUCKET), "{{bucket}}"),),
 )
 
 REASONS = PanelSpec(
@@ -106,7 +89,7 @@ REASONS = PanelSpec(
     queries=(
         Query(
             "topk(20, "
-            + _sum_rate("bucket, isa, reason", "vprof_vm_reason_events_total", _BUCKET, "$__range")
+            + sum_rate("bucket, isa, reason", "vprof_vm_reason_events_total", VM_BUCKET, "$__range")
             + ")",
             "{{reason}} ({{bucket}})",
             instant=True,
@@ -126,7 +109,7 @@ IO_ADDRESSES = PanelSpec(
     queries=(
         Query(
             "topk(20, "
-            + _sum_rate(
+            + sum_rate(
                 "kind, direction, address",
                 "vprof_vm_io_address_accesses_total",
                 VM,
@@ -147,7 +130,7 @@ IO_KIND = PanelSpec(
     when_high="use virtio with vhost (vhost-net, vhost-user), or VFIO/SR-IOV passthrough.",
     queries=(
         Query(
-            _sum_rate("kind, direction", "vprof_vm_io_accesses_total", VM),
+            sum_rate("kind, direction", "vprof_vm_io_accesses_total", VM),
             "{{kind}} {{direction}}",
         ),
     ),
@@ -163,7 +146,7 @@ HEATMAP = PanelSpec(
         "slow exits: memory -> huge pages; I/O -> vhost or passthrough; privileged -> hardware "
         "assists; context switch -> pinning."
     ),
-    queries=(Query(_sum_rate("le", _HIST, _BUCKET), "{{le}}"),),
+    queries=(Query(sum_rate("le", EXIT_HIST, VM_BUCKET), "{{le}}"),),
     needs=Needs.EXIT_TIMING,
 )
 
@@ -178,11 +161,11 @@ HANDLING_QUANTILES = PanelSpec(
     ),
     queries=(
         Query(
-            f"histogram_quantile(0.5, {_sum_rate('bucket, le', _HIST, _BUCKET)})",
+            f"histogram_quantile(0.5, {sum_rate('bucket, le', EXIT_HIST, VM_BUCKET)})",
             "p50 {{bucket}}",
         ),
         Query(
-            f"histogram_quantile(0.99, {_sum_rate('bucket, le', _HIST, _BUCKET)})",
+            f"histogram_quantile(0.99, {sum_rate('bucket, le', EXIT_HIST, VM_BUCKET)})",
             "p99 {{bucket}}",
         ),
     ),
@@ -197,7 +180,7 @@ SCHEDULING = PanelSpec(
     when_high=f"{REMEDY['context_switch']}; or move the VM to a less loaded host.",
     queries=(
         Query(
-            share(_sum_rate("vm", "vprof_vm_runqueue_wait_seconds_total", VM), "vm", VM),
+            share(sum_rate("vm", "vprof_vm_runqueue_wait_seconds_total", VM), "vm", VM),
             "{{vm}}",
         ),
     ),
@@ -213,8 +196,8 @@ SWITCHES = PanelSpec(
         "short halts on the CPU."
     ),
     queries=(
-        Query(_sum_rate("vm", "vprof_vm_preemptions_total", VM), "preemptions"),
-        Query(_sum_rate("vm", "vprof_vm_wakeups_total", VM), "wake-ups"),
+        Query(sum_rate("vm", "vprof_vm_preemptions_total", VM), "preemptions"),
+        Query(sum_rate("vm", "vprof_vm_wakeups_total", VM), "wake-ups"),
     ),
 )
 
@@ -229,9 +212,9 @@ VCPU_OVERHEAD = PanelSpec(
     ),
     queries=(
         Query(
-            _sum_rate("vm, vcpu", _VCPU_TIME, f"{VM}, {OVERHEAD}")
+            sum_rate("vm, vcpu", _VCPU_TIME, f"{VM}, {OVERHEAD}")
             + " / on (vm, vcpu) group_left "
-            + _sum_rate("vm, vcpu", _VCPU_TIME, VM),
+            + sum_rate("vm, vcpu", _VCPU_TIME, VM),
             "{{vm}} vCPU {{vcpu}}",
         ),
     ),
@@ -249,7 +232,7 @@ VCPU_LEDGER = PanelSpec(
     ),
     queries=(
         Query(
-            _sum_rate("vm, vcpu, category", _VCPU_TIME, f'{VM}, category=~".+"'),
+            sum_rate("vm, vcpu, category", _VCPU_TIME, f'{VM}, category=~".+"'),
             "{{vm}} vCPU {{vcpu}} {{category}}",
         ),
     ),
@@ -267,7 +250,7 @@ VCPU_EVENTS = PanelSpec(
     ),
     queries=(
         Query(
-            _sum_rate("vm, vcpu, bucket", "vprof_vcpu_events_total", _BUCKET),
+            sum_rate("vm, vcpu, bucket", "vprof_vcpu_events_total", VM_BUCKET),
             "{{vm}} vCPU {{vcpu}} {{bucket}}",
         ),
     ),
@@ -282,7 +265,7 @@ VCPU_RUNQUEUE = PanelSpec(
     when_high="pin that vCPU to an isolated host CPU and keep other threads off it.",
     queries=(
         Query(
-            _sum_rate("vm, vcpu", "vprof_vcpu_runqueue_wait_seconds_total", VM),
+            sum_rate("vm, vcpu", "vprof_vcpu_runqueue_wait_seconds_total", VM),
             "{{vm}} vCPU {{vcpu}}",
         ),
     ),
@@ -300,7 +283,7 @@ VCPU_PREEMPTIONS = PanelSpec(
     ),
     queries=(
         Query(
-            _sum_rate("vm, vcpu", "vprof_vcpu_preemptions_total", VM),
+            sum_rate("vm, vcpu", "vprof_vcpu_preemptions_total", VM),
             "{{vm}} vCPU {{vcpu}}",
         ),
     ),

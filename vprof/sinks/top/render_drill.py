@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 
 from rich.console import RenderableType
 
@@ -93,6 +94,14 @@ def _reason_parts(d: Drill, width: int) -> list[RenderableType]:
     return parts
 
 
+def _table_or(
+    cols: Sequence[tuple[Column, int]], rows: Iterable[Mapping[str, Value]], empty: str
+) -> RenderableType:
+    """The table of `rows`, or a dim line saying there is nothing to show."""
+    listed = list(rows)
+    return table(cols, listed) if listed else line((f"  {empty}", "dim"))
+
+
 def drill_parts(
     d: Drill, width: int, now: tuple[int, float], exit_timing: bool
 ) -> list[RenderableType]:
@@ -109,20 +118,12 @@ def drill_parts(
     ]
     parts += _reason_parts(d, width)
     parts.append(_section("Busiest I/O ports and MMIO addresses"))
-    if d.io:
-        parts.append(
-            table(fit_columns(IO_COLUMNS, width, flex=None, flex2=None), map(io_values, d.io))
-        )
-    else:
-        parts.append(line(("  no port or MMIO accesses this interval", "dim")))
+    io_cols = fit_columns(IO_COLUMNS, width, flex=None, flex2=None)
+    parts.append(_table_or(io_cols, map(io_values, d.io), "no port or MMIO accesses this interval"))
     parts.append(_section("Slowest exits sampled", " (since reset)"))
-    if d.slow:
-        rows = [slow_values(s, *now) for s in d.slow]
-        parts.append(
-            table(fit_columns(SLOW_COLUMNS, width, flex="reason", flex_max=32, flex2=None), rows)
-        )
-    else:
-        parts.append(line(("  none over the threshold", "dim")))
+    slow_cols = fit_columns(SLOW_COLUMNS, width, flex="reason", flex_max=32, flex2=None)
+    slow_rows = (slow_values(s, *now) for s in d.slow)
+    parts.append(_table_or(slow_cols, slow_rows, "none over the threshold"))
     return parts
 
 
