@@ -143,7 +143,7 @@ class Profiler:
         started = time.process_time()
         raw = self._loader.read()
         slow = self._loader.take_slow_exits()
-        now = time.monotonic_ns()
+        now = self._loader.read_ns  # when the vCPU states were read, not later
         decoded = ev.decode(raw)
         good_slow = []
         for rec in slow:
