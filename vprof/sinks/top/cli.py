@@ -215,11 +215,15 @@ def top(
         color=not no_color and "NO_COLOR" not in os.environ,
     )
     make_ui(opts)  # bad options fail before the probes are loaded
-    fams = _families(families)
+    _run_live(opts, _families(families), interactive)
+
+
+def _run_live(opts: TopOptions, families: frozenset[str] | None, interactive: bool) -> None:
+    """Attach the probes and run top on them; Ctrl-C and a closed pipe end it quietly."""
     if interactive:
         _progress("vprof top: loading the BPF probes and taking a first snapshot…")
     try:
-        with open_profiler(fams) as source:
+        with open_profiler(families) as source:
             run_top(source, opts, sys.stdout, interactive, os.cpu_count() or 1)
     except click.ClickException:
         _progress("")
