@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 VPROF  := $(VENV)/bin/vprof
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test unit lint typecheck docs bench clean
+.PHONY: help setup demo test unit lint docs bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,14 +30,16 @@ lint: setup  ## ruff and mypy
 	$(VENV)/bin/ruff format --check vprof tests bench dashboards
 	$(VENV)/bin/mypy
 
-docs: setup  ## regenerate docs/ from the code (taxonomy, metrics) and dashboards
-	$(PY) -m vprof.taxonomy.docgen > docs/taxonomy.md
-	$(PY) -m vprof.sinks.catalogue > docs/metrics.md
+# Through a temporary file, so a generator that fails leaves the doc as it was.
+docs: setup  ## regenerate docs/{taxonomy,metrics,dashboards}.md, dashboard JSON, PrometheusRule
+	$(PY) -m vprof.taxonomy.docgen > docs/taxonomy.md.tmp && mv docs/taxonomy.md.tmp docs/taxonomy.md
+	$(PY) -m vprof.sinks.catalogue > docs/metrics.md.tmp && mv docs/metrics.md.tmp docs/metrics.md
 	$(PY) -m dashboards.build
 
 bench: setup  ## run the benchmarks under bench/ (not part of make test)
 	$(PY) bench/overhead.py
 	$(PY) bench/scrape.py
+	$(PY) bench/guest_rates.py
 
 clean:  ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
