@@ -132,6 +132,12 @@ TRACEPOINT_PROBE(kvm, kvm_entry)
  * entry: the VMM's time is the vmm family's, not the exit's. */
 TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
 {
+	/* Most hosts' exits are closed by kvm_entry before this, and kvm_pvm
+	 * has none: read the clock only for a pending exit. */
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct vcpu_state *s = shared_vcpus.lookup(&tid);
+	if (!s || !s->exit_ns)
+		return 0;
 	return vprof_on_userspace(bpf_ktime_get_ns());
 }
 

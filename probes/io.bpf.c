@@ -8,7 +8,7 @@ BPF_PERCPU_HASH(io, struct io_key, u64, VPROF_MAX_IO);
 static __always_inline int vprof_io(u32 kind, u32 dir, u32 size, u64 addr)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	struct vcpu_state *s = vprof_current(bpf_ktime_get_ns());
+	struct vcpu_state *s = vprof_marked();
 	if (s && s->exit_ns && kind != IO_PIO)
 		s->flags |= F_EXIT_MMIO; /* the pending exit (NPF, EPT_VIOLATION) is MMIO */
 	struct io_key k = {};
