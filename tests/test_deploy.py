@@ -280,3 +280,15 @@ def test_fleet_federation_example_passes_promtool(tmp_path: Path) -> None:
     (job,) = yaml.safe_load(federation.read_text())["scrape_configs"]
     assert job["metrics_path"] == "/federate" and job["honor_labels"] is True
     assert job["params"]["match[]"] == ['{job="vprof"}']
+
+
+def test_make_help_lists_every_target_and_phony_names_only_targets() -> None:
+    text = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", text, re.MULTILINE))
+    described = set(re.findall(r"^([a-z][a-z-]*):.*## ", text, re.MULTILINE))
+    assert targets == described, f"targets without a `## ` help text: {targets - described}"
+    phony = re.search(r"^\.PHONY:(.*)$", text, re.MULTILINE)
+    assert phony is not None
+    assert set(phony.group(1).split()) == targets
+    for step in ("bench/overhead.py", "bench/scrape.py", "bench/guest_rates.py"):
+        assert step in text.split("\nbench:", 1)[1].split("\n\n", 1)[0], step
