@@ -19,6 +19,14 @@ def test_help_lists_every_subcommand_without_importing_them() -> None:
     assert "bcc" not in sys.modules
 
 
+def test_help_gives_usage_and_an_example_of_every_subcommand() -> None:
+    out = CliRunner().invoke(main, ["--help"], prog_name="vprof").output
+    assert out.startswith("Usage: vprof [OPTIONS] COMMAND [ARGS]...")
+    examples = out.split("Examples:", 1)[1]
+    for name in SUBCOMMANDS:
+        assert f"vprof {name} " in examples, name
+
+
 def test_module_entry_point_runs() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "vprof", "--version"], capture_output=True, text=True, check=True

@@ -48,7 +48,22 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG = """\b
+Examples:
+  vprof vms                      the VMs on this host and their vCPU threads
+  vprof top                      live per-VM view (root: loads BPF probes)
+  vprof top -b -n 3 --json       three intervals as JSON Lines, for a script
+  vprof daemon --config /etc/vprof/vprof.toml    Prometheus metrics on :9477
+  vprof explain EPT_VIOLATION    what an exit reason costs and what reduces it
+  vprof probes --check           which probe families attach on this kernel
+  vprof guest --name demo --workload pio --duration 30   a test VM to watch
+
+\b
+`vprof COMMAND --help` gives each command's usage, examples and overhead.
+"""
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vprof")
 def main() -> None:
     """vprof: where virtualization overhead goes on a KVM host, per VM and per vCPU.
