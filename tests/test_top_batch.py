@@ -95,6 +95,8 @@ def test_unknown_vm_is_a_usage_error() -> None:
         (["-f", "("], "bad --filter regex '('"),
         (["-n", "0"], "iteration count must be at least 1"),
         (["--families", "exits,bogus"], "unknown probe families ['bogus']"),
+        (["--families", ","], "--families must name at least one probe family"),
+        (["--families", ""], "--families must name at least one probe family"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:

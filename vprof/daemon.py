@@ -82,7 +82,7 @@ def daemon(config_path: str | None, check_path: str | None, **flags: Any) -> Non
     text format) and /healthz (JSON; 200 when probes are attached and the last
     interval succeeded, else 503).  Flags override the config file.  SIGHUP
     reloads the config without resetting counters; SIGTERM or SIGINT detach
-    every probe and exit 0.
+    every probe and exit 0.  Needs root (BPF); --check-config does not.
     """
     if check_path is not None:
         try:

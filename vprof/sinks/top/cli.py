@@ -94,9 +94,11 @@ def _progress(message: str) -> None:
 
 
 def _families(text: str | None) -> frozenset[str] | None:
-    if not text:
+    if text is None:
         return None
     names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    if not names:  # as `vprof daemon --families` says: a view with no probes shows nothing
+        raise _fail("--families must name at least one probe family")
     unknown = sorted(names - set(PROBE_FAMILIES))
     if unknown:
         raise _fail(f"unknown probe families {unknown}; known: {', '.join(PROBE_FAMILIES)}")
