@@ -292,3 +292,28 @@ def test_host_cpu_share_counts_a_new_vcpu_only_within_the_interval() -> None:
     h = host.host_summary(d, 2)
     assert h.cpu_pct[view.Bucket.IO] == pytest.approx(25.0)
     assert h.guest_cpu_pct == pytest.approx(25.0)
+
+
+def test_drill_down_explains_every_taxonomy_entry_by_the_name_snapshots_carry() -> None:
+    from collections import Counter
+
+    from vprof import sanitize
+    from vprof.sinks.top import explain
+    from vprof.taxonomy.lookup import entries
+
+    items = [item.entry for item in entries()]
+    names = Counter((e.isa, e.name) for e in items)
+    for e in items:
+        line = explain.reason_line(e.isa, e.name)
+        assert line is not None, (e.isa, hex(e.code), e.name)
+        if names[e.isa, e.name] == 1:  # arm64 names SERROR twice (EC 0x2F, type 0x101)
+            assert line == sanitize.display(e.reason, 200)
+    # Beyond the first 0x410 codes: SEV-ES VMGEXIT codes and SVM_EXIT_ERR.
+    assert explain.reason_line("svm", "vmgexit_mmio_read") is not None
+    assert explain.reason_line("svm", "invalid_guest_state") is not None
+    # Flag and MMIO suffixes (vprof/reasons.py) explain as their base reason.
+    npf = explain.reason_line("svm", "npf")
+    assert npf is not None and explain.reason_line("svm", "npf+MMIO") == npf
+    assert explain.reason_line("userspace", "KVM_EXIT_IO") is not None
+    assert explain.reason_line("vmx", "unknown:vmx:999") is None
+    assert explain.reason_line("event", "no_such_event") is None
