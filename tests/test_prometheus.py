@@ -248,6 +248,16 @@ def test_same_name_vms_stay_distinct() -> None:
     assert reg.get_sample_value("vprof_vm_preemptions_total", {"vm": "dup~2"}) == 6
 
 
+def test_a_vm_named_like_a_renamed_duplicate_cannot_merge_series() -> None:
+    # A VM owner picks "dup~2" before two VMs named "dup" are listed: the second
+    # "dup" must not take the same label value (duplicate series break a scrape).
+    vms = (make_vm("dup~2", "9:9", 9), make_vm("dup", "1:1", 1), make_vm("dup", "2:2", 2))
+    text = generate_latest(registry_for(make_snapshot(*vms))).decode()
+    wall = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    wall = [s.labels["vm"] for s in wall if s.name == "vprof_vm_wall_seconds_total"]
+    assert len(wall) == 3 and len(set(wall)) == 3, wall
+
+
 def test_hostile_names_are_safe_label_values() -> None:
     raw = 'evil"}\n# TYPE x counter\nx 1'
     from vprof.sanitize import display

@@ -125,11 +125,14 @@ def snapshot_families(snap: Snapshot, options: ExportOptions) -> Iterator[Metric
 
 
 def _unique_names(vms: Iterable[VmStat]) -> list[str]:
-    # Two VMs may share a sanitised name; label sets must stay unique.
+    # Two VMs may share a sanitised name; label sets must stay unique, even
+    # when a VM owner names theirs like a renamed duplicate ("web~123").
     seen: set[str] = set()
     out = []
     for vm in vms:
-        name = vm.name if vm.name not in seen else f"{vm.name}~{vm.pid}"
+        name = vm.name
+        while name in seen:
+            name = f"{name}~{vm.pid}"
         seen.add(name)
         out.append(name)
     return out
