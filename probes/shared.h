@@ -50,6 +50,12 @@ static __always_inline void vprof_move(struct vcpu_state *s, u32 cat, u64 now)
 	s->state = cat;
 }
 
+/* A family that can tell userspace about new vCPU threads (vmm.bpf.c: each
+ * one's first KVM_RUN) defines this before including this header. */
+#ifndef VPROF_ON_NEW_VCPU
+#define VPROF_ON_NEW_VCPU(pid, tid, now) ((void)0)
+#endif
+
 /* The vCPU state of the current thread; its first KVM event creates it, so a
  * new VM is traced from its first event without waiting for userspace. */
 static __always_inline struct vcpu_state *vprof_vcpu(u32 pid, u32 tid, u64 now, u32 cat)
@@ -66,7 +72,8 @@ static __always_inline struct vcpu_state *vprof_vcpu(u32 pid, u32 tid, u64 now, 
 	init.since_ns = now;
 	init.first_ns = now;
 	/* insert = BPF_NOEXIST: a racing first event on another CPU wins. */
-	shared_vcpus.insert(&tid, &init);
+	if (shared_vcpus.insert(&tid, &init) == 0)
+		VPROF_ON_NEW_VCPU(pid, tid, now);
 	s = shared_vcpus.lookup(&tid);
 	if (!s)
 		vprof_overflow(OVF_VCPUS);

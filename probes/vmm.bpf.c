@@ -2,7 +2,22 @@
  * KVM_RUN the vCPU thread runs the VMM's device emulation: I/O overhead.
  * Every thread's ioctls pass here; the KVM_RUN test comes first so the
  * others cost one compare, and sys_exit only looks at marked vCPU threads. */
+#include "vprof.h"
+
+/* One record per new vCPU thread (not per event): 256 fit; a full buffer is
+ * counted (OVF_NEW_VCPUS) and the VM is still named at the next snapshot. */
+BPF_RINGBUF_OUTPUT(new_vcpus, 1);
+
+static __always_inline void vprof_new_vcpu(u32 pid, u32 tid, u64 now);
+#define VPROF_ON_NEW_VCPU(pid, tid, now) vprof_new_vcpu(pid, tid, now)
 #include "shared.h"
+
+static __always_inline void vprof_new_vcpu(u32 pid, u32 tid, u64 now)
+{
+	struct new_vcpu r = {.pid = pid, .tid = tid, .first_ns = now};
+	if (new_vcpus.ringbuf_output(&r, sizeof(r), 0) != 0)
+		vprof_overflow(OVF_NEW_VCPUS);
+}
 
 #define VPROF_KVM_RUN 0xAE80 /* _IO(KVMIO, 0x80), include/uapi/linux/kvm.h */
 

@@ -57,6 +57,7 @@ enum vprof_overflow {
 	OVF_EXITS = 2,
 	OVF_IO = 3,
 	OVF_RINGBUF = 4,
+	OVF_NEW_VCPUS = 5, /* new_vcpus ring buffer full */
 	OVF_NSLOTS = 8,
 };
 
@@ -158,6 +159,14 @@ struct slow_exit {
 	__u32 pad;
 	__u64 exit_ns;
 	__u64 duration_ns;
+};
+
+/* ring-buffer record (vmm family): a thread's first KVM_RUN, so userspace
+ * names its VM while the process still lives, however short its life. */
+struct new_vcpu {
+	__u32 pid;
+	__u32 tid;
+	__u64 first_ns;
 };
 
 #endif /* VPROF_H */

@@ -39,7 +39,8 @@ def run_guest(
 ) -> tuple[dict[str, Any], VmStat]:
     """Run the micro-guest to completion; its result and vprof's view of it."""
     with start_guest(name, workload, vcpus=vcpus, count=count, mode=mode, stats=True) as g:
-        prof.snapshot()  # the inventory names the VM while it is alive
+        # Named at its first KVM_RUN (the namer thread), while it is alive.
+        prof.wait_named(g.pid, 10)
         result = g.wait(60)
     g.proc.wait(10)  # its threads have exited: their ledgers are closed
     snap = prof.snapshot()

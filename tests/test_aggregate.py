@@ -146,6 +146,7 @@ def test_ctypes_mirrors_match_vprof_h(tmp_path: Path) -> None:
         "exit_val": ev.CExitVal,
         "io_key": ev.CIoKey,
         "slow_exit": ev.CSlowExit,
+        "new_vcpu": ev.CNewVcpu,
     }
     lines = ["#include <stddef.h>", "#include <linux/types.h>", '#include "vprof.h"']
     for cname, cls in mirrors.items():

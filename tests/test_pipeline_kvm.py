@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import pytest
+from guestproc import start_guest
 from pipeline_fixtures import kvm_stat, ops, run_guest, shared_profiler
 
 from vprof.guest import workloads as W
@@ -151,3 +152,18 @@ def test_two_profilers_in_one_process_count_separately() -> None:
     for vm in (vm_a, vm_b):
         exits = sum(r.count for r in vm.reasons if r.reason == "KVM_EXIT_IO")
         assert exits == ops(result, "pio_out") + ops(result, "pio_in") + 1
+
+
+def test_vm_named_at_first_kvm_run_keeps_name_after_exit() -> None:
+    """No snapshot runs while the guest lives: only the kernel's new-vCPU
+    record can have the inventory name it before its process is gone."""
+    prof = shared_profiler()
+    name = f"pl-short-{os.getpid()}"
+    with start_guest(name, "hlt", vcpus=2, duration=30) as g:
+        assert prof.wait_named(g.pid, 10) == name
+        g.stop()
+        g.wait(30)
+    snap = prof.snapshot()
+    vm = next(v for v in snap.vms if v.pid == g.pid)
+    assert (vm.name, vm.name_source, vm.vcpu_count) == (name, "qemu -name", 2)
+    assert snap.map_overflows.get("new_vcpus_ringbuf", 0) == 0

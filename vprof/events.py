@@ -31,7 +31,14 @@ L_NCAT = len(LEDGER_STATES)
 F_EXITS_SEEN, F_BLOCKED, F_IOCTL_SEEN = 1, 2, 4
 
 # enum vprof_overflow: overflow[] slot -> the map (or ring buffer) that was full.
-OVERFLOW_SLOTS: tuple[str, ...] = ("vcpus", "events", "exits", "io", "slow_exits_ringbuf")
+OVERFLOW_SLOTS: tuple[str, ...] = (
+    "vcpus",
+    "events",
+    "exits",
+    "io",
+    "slow_exits_ringbuf",
+    "new_vcpus_ringbuf",
+)
 
 # enum vprof_event: id -> tracepoint name (the taxonomy's classify_event key).
 EVENT_NAMES: Mapping[int, str] = {
@@ -137,6 +144,10 @@ class CSlowExit(ctypes.Structure):
         ("exit_ns", _u64),
         ("duration_ns", _u64),
     )
+
+
+class CNewVcpu(ctypes.Structure):
+    _fields_ = (("pid", _u32), ("tid", _u32), ("first_ns", _u64))
 
 
 @dataclass(frozen=True)
@@ -303,6 +314,12 @@ def decode_slow_exit(raw: bytes) -> SlowExitRecord:
     return SlowExitRecord(
         r.pid, r.tid, r.isa, r.reason, _vcpu_id(r.vcpu_id), r.exit_ns, r.duration_ns
     )
+
+
+def decode_new_vcpu(raw: bytes) -> tuple[int, int]:
+    """(pid, tid) of a new vCPU thread's ring-buffer record."""
+    r = _cast(CNewVcpu, raw)
+    return r.pid, r.tid
 
 
 def decode_overflow(raw: RawMap) -> dict[str, int]:

@@ -63,6 +63,8 @@ class _Names:
     def __init__(self, proc_root: str, sys_root: str) -> None:
         self._inv: Any = None
         self.unreadable = 0
+        # The snapshot thread and the namer (new vCPU threads) both look up.
+        self._cond = threading.Condition()
         try:
             from vprof.inventory import Inventory
         except ImportError:
@@ -73,6 +75,20 @@ class _Names:
     def lookup(self, pids: set[int]) -> dict[int, VmIdentity]:
         if self._inv is None:
             return {}
+        with self._cond:
+            found = self._lookup(pids)
+            self._cond.notify_all()
+        return found
+
+    def wait(self, pid: int, timeout: float) -> VmIdentity | None:
+        """The identity of `pid` once known, waiting up to `timeout` s."""
+        if self._inv is None:
+            return None
+        with self._cond:
+            self._cond.wait_for(lambda: pid in self._known, timeout)
+            return self._known.get(pid)
+
+    def _lookup(self, pids: set[int]) -> dict[int, VmIdentity]:
         view = self._inv.refresh()
         self.unreadable = int(getattr(view, "unreadable", 0))
         for pid in pids:
@@ -93,8 +109,40 @@ class _Names:
 
     def forget(self, pids: set[int]) -> None:
         if self._inv is not None:
-            for pid in pids:
-                self._known.pop(pid, None)
+            with self._cond:
+                for pid in pids:
+                    self._known.pop(pid, None)
+
+
+class _Namer(threading.Thread):
+    """Names the VM of each new vCPU thread as soon as the kernel reports
+    it (probes/vmm.bpf.c), while its process still lives: a VM that exits
+    before the next snapshot keeps its name.  One record per new thread,
+    never per event."""
+
+    POLL_MS = 100  # also how long close() may wait for this thread
+
+    def __init__(self, loader: Any, names: _Names) -> None:
+        super().__init__(name="vprof-namer", daemon=True)
+        self._loader = loader
+        self._names = names
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            pids = set()
+            for raw in self._loader.poll_new_vcpus(self.POLL_MS):
+                try:
+                    pids.add(ev.decode_new_vcpu(raw)[0])
+                except ValueError:
+                    continue  # a size mismatch: named at the next snapshot
+            if pids and not self.stopping.is_set():
+                self._names.lookup(pids)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.is_alive():
+            self.join()
 
 
 class Profiler:
@@ -117,6 +165,8 @@ class Profiler:
         )
         self._agg = Aggregator()
         self._names = _Names(self.config.proc_root, self.config.sys_root)
+        self._namer = _Namer(self._loader, self._names)
+        self._namer.start()
         self._last_ns = time.monotonic_ns()
         self._dead_since: dict[int, float] = {}
         self._closed = False
@@ -169,6 +219,12 @@ class Profiler:
         self._prune(pids, raw)
         return snap
 
+    def wait_named(self, pid: int, timeout: float) -> str | None:
+        """The name of VM process `pid` once the inventory found it (None
+        after `timeout` s).  New VMs are named at their first KVM_RUN."""
+        found = self._names.wait(pid, timeout)
+        return found.name if found is not None else None
+
     def snapshots(self, interval: float) -> Iterator[Snapshot]:
         """A cumulative Snapshot every `interval` seconds, until closed."""
         if interval <= 0:
@@ -208,6 +264,7 @@ class Profiler:
         if self._closed:
             return
         self._closed = True
+        self._namer.stop()
         self._loader.close()
         self._loader_mod.disable_bpf_stats(self._stats_fd)
         self._stats_fd = None
@@ -237,6 +294,8 @@ def stale_keys(raw: Mapping[str, ev.RawMap], pids: set[int]) -> dict[str, list[b
             # vcpus is keyed by tid with the pid first in the value; every
             # other map's key starts with the pid.
             owner = values[0][:4] if name == "vcpus" else key[:4]
+            if name == "hot":  # an array slot: its owner's pid is in the value
+                owner = values[0][-8:-4]
             if int.from_bytes(owner, "little") in pids:
                 keys.append(key)
         out[name] = keys

@@ -76,6 +76,10 @@ def consume_ringbuf(bpf: Any) -> None:
     bpf.ring_buffer_consume()
 
 
+def poll_ringbuf(bpf: Any, timeout_ms: int) -> None:
+    bpf.ring_buffer_poll(timeout_ms)
+
+
 def prog_fds(bpf: Any) -> dict[str, int]:
     return {(n.decode() if isinstance(n, bytes) else n): fn.fd for n, fn in bpf.funcs.items()}
 

@@ -100,6 +100,10 @@ class Loader:
         exits = self._families["exits"]
         if exits.bpf is not None:
             _bcc.open_ringbuf(exits.bpf, "slow", self._slow.append)
+        self._new_vcpus: list[bytes] = []
+        vmm = self._families["vmm"]
+        if vmm.bpf is not None:
+            _bcc.open_ringbuf(vmm.bpf, "new_vcpus", self._new_vcpus.append)
 
     @staticmethod
     def _compile(source: FamilySource) -> tuple[Any, str]:
@@ -177,6 +181,22 @@ class Loader:
         if exits.bpf is not None:
             _bcc.consume_ringbuf(exits.bpf)
         taken, self._slow[:] = list(self._slow), []
+        return taken
+
+    def poll_new_vcpus(self, timeout_ms: int) -> list[bytes]:
+        """new_vcpu records, waiting up to `timeout_ms` for the first one.
+
+        For one thread at a time (the Profiler's namer); the vmm family's
+        BPF object has only this ring buffer, so the snapshot thread, which
+        reads maps of other objects, never touches it.  Without the vmm
+        family it just waits: new VMs are then named at each snapshot.
+        """
+        vmm = self._families["vmm"]
+        if vmm.bpf is None:
+            time.sleep(timeout_ms / 1000)
+            return []
+        _bcc.poll_ringbuf(vmm.bpf, timeout_ms)
+        taken, self._new_vcpus[:] = list(self._new_vcpus), []
         return taken
 
     def delete(self, keys: dict[str, list[bytes]]) -> None:
