@@ -27,6 +27,14 @@ def test_module_prints_the_docs() -> None:
     assert out.stdout == catalogue.render_markdown()
 
 
+def test_module_refuses_arguments_with_one_line_and_status_2() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "vprof.sinks.catalogue", "--check"], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("usage: ") and out.stderr.count("\n") == 1
+
+
 def test_names_follow_prometheus_conventions() -> None:
     names = [m.name for m in catalogue.METRICS]
     assert len(names) == len(set(names)), "duplicate metric names"

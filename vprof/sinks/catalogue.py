@@ -13,6 +13,7 @@ info metrics with `_info`); `family` is the name before those suffixes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -331,9 +332,14 @@ def render_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    print(render_markdown(), end="")
+def main(argv: list[str]) -> int:
+    """`python -m vprof.sinks.catalogue > docs/metrics.md` (what `make docs` runs)."""
+    if argv:
+        print("usage: python -m vprof.sinks.catalogue > docs/metrics.md", file=sys.stderr)
+        return 2
+    sys.stdout.write(render_markdown())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(sys.argv[1:]))
