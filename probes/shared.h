@@ -87,49 +87,6 @@ static __always_inline struct vcpu_state *vprof_current(u64 now)
 	return vprof_vcpu(id >> 32, (u32)id, now, L_IN_KVM_RUN);
 }
 
-/* vprof_current() for events that only need their thread marked: the clock
- * (bpf_ktime_get_ns, ~40 ns on a nested microVM, bench/overhead.py) is read
- * only when the thread is new, not on every event. */
-static __always_inline struct vcpu_state *vprof_marked(void)
-{
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct vcpu_state *s = shared_vcpus.lookup(&tid);
-	return s ? s : vprof_current(bpf_ktime_get_ns());
-}
-
-static __always_inline void vprof_event(u32 id, u64 detail, u64 sum)
-{
-	u64 pt = bpf_get_current_pid_tgid();
-	struct event_key k = {};
-	k.pid = pt >> 32;
-	k.tid = (u32)pt;
-	k.id = id;
-	k.detail = detail;
-	struct event_val zero = {};
-	struct event_val *v = shared_events.lookup_or_try_init(&k, &zero);
-	if (!v) {
-		vprof_overflow(OVF_EVENTS);
-		return;
-	}
-	v->count += 1;
-	v->sum += sum;
-}
-
-/* The KVM_RUN ioctl (vmm), kvm_userspace_exit, halt wake-ups, port and MMIO
- * accesses and exits mark their thread as a vCPU: on every host one of them
- * comes first in a new vCPU thread (each KVM_RUN ends in kvm_userspace_exit). */
-static __always_inline void vprof_kvm_event(u32 id, u64 detail, u64 sum)
-{
-	vprof_marked();
-	vprof_event(id, detail, sum);
-}
-
-/* Frequent events inside KVM_RUN (instruction emulation, SPTE updates,
- * MSR/CPUID traps) only count: their thread is already marked, and a
- * second hash lookup per event is measurable (bench/overhead.py). */
-static __always_inline void vprof_hot_event(u32 id, u64 detail, u64 sum)
-{
-	vprof_event(id, detail, sum);
-}
+#include "count.h"
 
 #endif /* VPROF_SHARED_H */

@@ -353,13 +353,16 @@ def decode(maps: Mapping[str, RawMap]) -> Decoded:
     events, e2 = _decode_all(maps.get("events", ()), decode_event)
     exits, e3 = _decode_all(maps.get("exits", ()), decode_exit)
     io, e4 = _decode_all(maps.get("io", ()), decode_io)
+    from vprof.hot import decode_hot  # it builds on this module's records
+
+    hot, e5 = decode_hot(maps.get("hot", ()))  # counted per thread (probes/count.h)
     return Decoded(
         vcpus=vcpus,
-        events=events,
+        events=events + tuple(hot),
         exits=exits,
         io=io,
         overflows=decode_overflow(maps.get("overflow", ())),
-        errors=e1 + e2 + e3 + e4,
+        errors=e1 + e2 + e3 + e4 + e5,
     )
 
 

@@ -29,7 +29,7 @@ RawMap = list[tuple[bytes, tuple[bytes, ...]]]
 VCPUS = "vcpus"  # the core's vCPU states, read last (Loader.read)
 # Maps each family owns (the core's are shared by all).
 FAMILY_MAPS: dict[str, tuple[str, ...]] = {
-    CORE: ("vcpus", "events", "overflow"),
+    CORE: ("vcpus", "events", "overflow", "hot"),
     "exits": ("exits",),
     "io": ("io",),
 }

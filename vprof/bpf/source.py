@@ -21,8 +21,8 @@ PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
 CORE = "core"
 
 _INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$', re.MULTILINE)
-_SHARED_MAP = re.compile(r"\bshared_(vcpus|events|overflow)\b")
-SHARED_MAPS = ("vcpus", "events", "overflow")
+_SHARED_MAP = re.compile(r"\bshared_(vcpus|events|overflow|hot)\b")
+SHARED_MAPS = ("vcpus", "events", "overflow", "hot")
 _TRACEPOINT = re.compile(r"^TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", re.MULTILINE)
 
 
