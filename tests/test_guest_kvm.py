@@ -29,7 +29,7 @@ from vprof.guest import workloads as W
 pytestmark = pytest.mark.kvm
 
 KVM_PVM = os.path.isdir("/sys/module/kvm_pvm")
-# Per-iteration time varies (hlt waits for a 250 us tick), so counts are sized
+# Per-iteration time varies (hlt waits for a 1 ms tick), so counts are sized
 # to keep each run well under a second.
 COUNTS = {"hlt": 400, "mixed": 300, "pagetouch": 3000}
 DEFAULT_COUNT = 2000

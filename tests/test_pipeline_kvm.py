@@ -100,11 +100,11 @@ def _check_ledger(vm: VmStat, result: dict[str, Any], workload: str) -> None:
         if workload == "pio":
             assert share[Ledger.VMM_USERSPACE] > 0.02, share
         if workload == "hlt":
-            # The 250 us timer against a CPL0 handler that KVM emulates
-            # instruction by instruction: halted is 20-60 % of the wall here.
-            assert share[Ledger.HALTED] > 0.1, share
+            # The 1 ms timer: each wake-up costs ~50 us in KVM here; halted
+            # measured 92 % alone, 78-87 % beside 4 busy vCPU threads.
+            assert share[Ledger.HALTED] > 0.5, share
+            assert share[Ledger.HALTED] == max(share.values()), share
             assert v.voluntary_switches > 0
-            assert share[Ledger.HALTED] > share[Ledger.VMM_USERSPACE], share
 
 
 @pytest.mark.parametrize("vcpus", [1, 2])

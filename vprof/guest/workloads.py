@@ -44,7 +44,10 @@ SPURIOUS_VECTOR = 0xFF
 # CPL3, and INT n raises #UD, while a #GP is delivered through the guest's IDT
 # with the usual stack switch to TSS.RSP0, and IRETQ returns to CPL3.
 GATE_OPCODE = 0xFA  # CLI
-TIMER_PERIOD_NS = 250_000  # hlt: periodic LAPIC timer (KVM's minimum is 200 us)
+# hlt: periodic LAPIC timer.  1 ms, as an idle guest ticks (HZ=1000); KVM
+# allows down to 200 us, but each wake-up costs ~50 us of emulation here, so
+# a faster tick would make a halting guest look busy.
+TIMER_PERIOD_NS = 1_000_000
 
 # Control ports: the guest's protocol with the VMM, not workload events.
 DONE_PORT = 0x5601  # the vCPU's loop finished: one KVM_EXIT_IO per vCPU at the end
