@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup demo test unit lint docs bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[A-Za-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup:  ## install packages, headers, mounts and the venv (idempotent)
 	@bash deploy/setup.sh --venv $(VENV) --dev
