@@ -74,3 +74,10 @@ def test_decode_merges_with_the_hash() -> None:
     d = ev.decode(maps)
     assert d.errors == 0
     assert sum(e.count for e in d.events if e.detail == 0xF4) == 7
+
+
+def test_stale_keys_find_a_dead_vms_blocks() -> None:
+    from vprof.profiler import stale_keys
+
+    raw = {"hot": [(b"\0\0\0\0", [_block(77, 78, {1: 1})]), (b"\1\0\0\0", [_block(88, 89, {})])]}
+    assert stale_keys(raw, {77}) == {"hot": [b"\0\0\0\0"]}
