@@ -12,12 +12,19 @@ names (see probes/shared.h).
 from __future__ import annotations
 
 import re
+import sys
+import sysconfig
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vprof.model import PROBE_FAMILIES
 
+# The repository's probes/ (a source checkout or an editable install).
 PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
+# Where a wheel puts them (pyproject.toml [tool.setuptools.data-files]),
+# under the installation scheme's data directory.
+INSTALLED_PROBES = Path("share") / "vprof" / "probes"
 CORE = "core"
 
 _INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$', re.MULTILINE)
@@ -55,13 +62,30 @@ def shared_map_name(name: str, instance: int) -> str:
     return f"shared_{name}_{instance}"
 
 
+def find_probes_dir(repo: Path = PROBES_DIR, data_dirs: Iterable[str] | None = None) -> Path:
+    """The repository's probes/ if present, else the installed copy."""
+    if (repo / "vprof.h").is_file():
+        return repo
+    if data_dirs is None:
+        data_dirs = (sysconfig.get_paths()["data"], sys.prefix, "/usr/local", "/usr")
+    for data in data_dirs:
+        installed = Path(data) / INSTALLED_PROBES
+        if (installed / "vprof.h").is_file():
+            return installed
+    raise FileNotFoundError(
+        f"vprof's probes are missing: neither {repo} nor "
+        f"<prefix>/{INSTALLED_PROBES} has vprof.h; reinstall vprof"
+    )
+
+
 def render(
     family: str,
     defines: dict[str, int] | None = None,
-    probes_dir: Path = PROBES_DIR,
+    probes_dir: Path | None = None,
     instance: int = 1,
 ) -> FamilySource:
     """The final C for `family` (or "core") with `defines` first."""
+    probes_dir = probes_dir or find_probes_dir()
     if family != CORE and family not in PROBE_FAMILIES:
         raise ValueError(f"unknown probe family {family!r}; known: {', '.join(PROBE_FAMILIES)}")
     head = "".join(f"#define {k} {v}\n" for k, v in sorted((defines or {}).items()))
