@@ -71,12 +71,17 @@ class _Names:
             return
         self._inv = Inventory(proc_root=proc_root, sys_root=sys_root)
         self._known: dict[int, VmIdentity] = {}
+        self._noted: set[int] = set()  # threads whose kvm_exit vcpu_id was noted
 
-    def lookup(self, pids: set[int]) -> dict[int, VmIdentity]:
+    def lookup(
+        self, pids: set[int], vcpu_ids: Mapping[int, int] | None = None
+    ) -> dict[int, VmIdentity]:
+        """Identities of `pids`; `vcpu_ids` (tid -> vcpu_id from kvm_exit,
+        where the host has it) map threads that no thread name indexes."""
         if self._inv is None:
             return {}
         with self._cond:
-            found = self._lookup(pids)
+            found = self._lookup(pids, vcpu_ids or {})
             self._cond.notify_all()
         return found
 
@@ -88,8 +93,16 @@ class _Names:
             self._cond.wait_for(lambda: pid in self._known, timeout)
             return self._known.get(pid)
 
-    def _lookup(self, pids: set[int]) -> dict[int, VmIdentity]:
+    def _lookup(self, pids: set[int], vcpu_ids: Mapping[int, int]) -> dict[int, VmIdentity]:
         view = self._inv.refresh()
+        # Once per thread; note_vcpu() needs the thread in the last view and
+        # counts from the next refresh, so a new note refreshes once more.
+        noted = [
+            t for t in vcpu_ids if t not in self._noted and self._inv.note_vcpu(t, vcpu_ids[t])
+        ]
+        if noted:
+            view = self._inv.refresh()
+        self._noted.update(noted)
         self.unreadable = int(getattr(view, "unreadable", 0))
         for pid in pids:
             vm = view.vm_of_pid(pid)
@@ -112,6 +125,7 @@ class _Names:
             with self._cond:
                 for pid in pids:
                     self._known.pop(pid, None)
+                self._noted.clear()  # a reused tid gets noted again (rare, cheap)
 
 
 class _Namer(threading.Thread):
@@ -206,7 +220,9 @@ class Profiler:
         pids |= {x.pid for x in decoded.exits} | {i.pid for i in decoded.io}
         snap = self._agg.snapshot(
             decoded,
-            self._names.lookup(pids),
+            self._names.lookup(
+                pids, {v.tid: v.vcpu_id for v in decoded.vcpus if v.vcpu_id is not None}
+            ),
             now_ns=now,
             interval_ns=now - self._last_ns,
             backend=detect_backend(self.config.sys_root, {x.isa & 0xFF for x in decoded.exits}),
