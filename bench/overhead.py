@@ -1,23 +1,27 @@
 """vprof's overhead on a busy guest, side by side with `perf kvm stat record`.
 
     .venv/bin/python bench/overhead.py [--pairs 5] [--seconds 2] [--workloads pio,mmio]
+        [--against /path/to/other/checkout]
 
 For each exit-heavy micro-guest workload on 1 and 2 vCPUs it runs the guest
 for a fixed time without any tracer, with vprof attached (every family, a
 snapshot per second as the daemon takes them) and with `perf kvm stat record`,
-rotating the order of the three in each round, and prints the median of the
+rotating the order of the modes in each round, and prints the median of the
 per-round throughput ratios (traced / untraced).  Goals: ratio >= 0.97.
-One untraced warm-up run per configuration is discarded.
+One untraced warm-up run per configuration is discarded.  With --against,
+vprof from another checkout (e.g. `git worktree add /tmp/old <commit>`) is a
+fourth mode in the same rounds, so old and new are compared under the same
+load rather than in runs minutes apart.
 
-Kernel BPF statistics (BPF_ENABLE_STATS) cost two clock reads per program
-run, which production does not pay, so the ratio trials run without them.
-One extra vprof trial per configuration switches them on (off again when it
-ends) and gives each program's run time per event (goal: median < 100 ns);
-its throughput is printed apart ("vprof+stats"), not used for the ratio.
-The snapshot thread's CPU time gives the aggregator's cost per second of a
-busy host (goal: < 2% of one core).  Needs root and /dev/kvm.
-On a 2-core host the guest, the VMM threads and the tracers share the cores:
-compare the columns of one run, not runs of different days.
+vprof runs in a child process (bench/_vprof_child.py) that imports it from
+its checkout.  Kernel BPF statistics (BPF_ENABLE_STATS) cost two clock reads
+per program run, which production does not pay, so the ratio trials run
+without them; one extra trial per configuration and checkout switches them
+on (off again when it ends) for each program's run time per event (goal:
+median < 100 ns).  The snapshot thread's CPU time gives the aggregator's cost
+per second of a busy host (goal: < 2% of one core).  Needs root and /dev/kvm.
+On a 2-core host the guest, the VMM threads and the tracers share the cores
+with whatever else runs: compare the columns of one run, not separate runs.
 """
 
 from __future__ import annotations
@@ -30,18 +34,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+TREE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(TREE))
 
-from vprof.guest.args import RUNNER_MODULE, GuestArgs, runner_argv
-from vprof.model import ProgStat
-from vprof.profiler import Profiler, ProfilerConfig
+from vprof.guest.args import RUNNER_MODULE, GuestArgs, runner_argv  # noqa: E402
 
-MODES = ("none", "vprof", "perf")
+CHILD = Path(__file__).resolve().parent / "_vprof_child.py"
 
 
 @dataclass
@@ -63,43 +65,28 @@ def run_guest(workload: str, vcpus: int, seconds: float) -> float:
     return float(result["total_ops"]) / float(result["seconds"])
 
 
-def _prog_delta(
-    before: tuple[ProgStat, ...], after: tuple[ProgStat, ...]
-) -> dict[str, tuple[int, int]]:
-    prev = {p.name: p for p in before}
-    out = {}
-    for p in after:
-        b = prev.get(p.name)
-        ns, cnt = p.run_time_ns - (b.run_time_ns if b else 0), p.run_cnt - (b.run_cnt if b else 0)
-        if cnt > 0:
-            out[p.name] = (ns, cnt)
-    return out
-
-
 def with_vprof(
-    workload: str, vcpus: int, seconds: float, cost: VprofCost, stats: bool = False
+    tree: Path, workload: str, vcpus: int, seconds: float, cost: VprofCost, stats: bool = False
 ) -> float:
-    with Profiler(ProfilerConfig(bpf_stats=stats)) as prof:
-        first = prof.snapshot()
-        stop = threading.Event()
-        cpu: list[float] = []
-
-        def snap_loop() -> None:  # what `vprof daemon` does each interval
-            while not stop.wait(1.0):
-                t0 = time.thread_time()
-                prof.snapshot()
-                cpu.append(time.thread_time() - t0)
-
-        worker = threading.Thread(target=snap_loop, daemon=True)
-        t0 = time.monotonic()
-        worker.start()
+    argv = [sys.executable, str(CHILD), str(tree), *(["--stats"] if stats else [])]
+    child = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"vprof from {tree} did not start (exit {child.wait()})")
         rate = run_guest(workload, vcpus, seconds)
-        stop.set()
-        worker.join()
-        cost.wall_s += time.monotonic() - t0
-        cost.agg_cpu_s += sum(cpu)
-        last = prof.snapshot()
-    for name, (ns, cnt) in _prog_delta(first.progs, last.progs).items():
+        child.stdin.close()
+        doc = json.loads(child.stdout.readline())
+        child.wait(60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    cost.wall_s += doc["wall_s"]
+    cost.agg_cpu_s += doc["agg_cpu_s"]
+    for name, (ns, cnt) in doc["progs"].items():
         cost.prog_ns_per_event.setdefault(name, []).append(ns / cnt)
         cost.prog_events[name] = cost.prog_events.get(name, 0) + cnt
         cost.events += cnt
@@ -130,70 +117,122 @@ def with_perf(workload: str, vcpus: int, seconds: float) -> float:
 
 
 def measure(
-    workload: str, vcpus: int, pairs: int, seconds: float, cost: VprofCost
+    workload: str,
+    vcpus: int,
+    pairs: int,
+    seconds: float,
+    trees: dict[str, Path],
+    costs: dict[str, VprofCost],
 ) -> dict[str, list[float]]:
-    ratios: dict[str, list[float]] = {"vprof": [], "perf": [], "base": [], "stats": []}
+    modes = ["none", *trees, "perf"]
+    ratios: dict[str, list[float]] = {m: [] for m in modes}
     run_guest(workload, vcpus, seconds)  # warm-up: page cache, CPU frequency, KVM
     for i in range(pairs):
-        order = MODES[i % 3 :] + MODES[: i % 3]  # rotate: no mode always goes first
+        k = i % len(modes)
         rates = {}
-        for mode in order:
+        for mode in modes[k:] + modes[:k]:  # rotate: no mode always goes first
             if mode == "none":
                 rates[mode] = run_guest(workload, vcpus, seconds)
-            elif mode == "vprof":
-                rates[mode] = with_vprof(workload, vcpus, seconds, cost)
-            else:
+            elif mode == "perf":
                 rates[mode] = with_perf(workload, vcpus, seconds)
-        ratios["base"].append(rates["none"])
-        ratios["vprof"].append(rates["vprof"] / rates["none"])
-        ratios["perf"].append(rates["perf"] / rates["none"])
-    # BPF statistics from a trial of their own (they slow every program down).
-    ratios["stats"].append(with_vprof(workload, vcpus, seconds, cost, stats=True))
+            else:
+                rates[mode] = with_vprof(trees[mode], workload, vcpus, seconds, costs[mode])
+        ratios["none"].append(rates["none"])
+        for mode in modes[1:]:
+            ratios[mode].append(rates[mode] / rates["none"])
+    # BPF statistics from trials of their own (they slow every program down).
+    for mode in trees if vcpus % 2 else reversed(list(trees)):
+        with_vprof(trees[mode], workload, vcpus, seconds, costs[mode], stats=True)
     return ratios
 
 
-def report(rows: list[tuple[str, int, dict[str, list[float]]]], cost: VprofCost) -> None:
+def _md(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def report(
+    rows: list[tuple[str, int, dict[str, list[float]]]], costs: dict[str, VprofCost]
+) -> None:
+    labels = list(costs)
     print(
-        "| workload | vCPUs | untraced it/s (median) | vprof ratio | perf kvm stat ratio "
-        "| vprof+stats it/s |"
-    )
-    print("|---|---|---|---|---|---|")
-    for wl, vcpus, r in rows:
-        print(
-            f"| {wl} | {vcpus} | {statistics.median(r['base']):,.0f} "
-            f"| {statistics.median(r['vprof']):.3f} | {statistics.median(r['perf']):.3f} "
-            f"| {statistics.median(r['stats']):,.0f} |"
+        _md(
+            [
+                "workload",
+                "vCPUs",
+                "untraced it/s",
+                *[f"{m} ratio" for m in labels],
+                "perf kvm stat ratio",
+            ]
         )
-    per_prog = {n: statistics.median(v) for n, v in cost.prog_ns_per_event.items()}
-    print(f"\nBPF programs that ran: {len(per_prog)}, events: {cost.events:,}")
-    print(f"BPF ns/event, median over programs: {statistics.median(per_prog.values()):.0f}")
-    print(f"BPF ns/event, all events (weighted): {cost.bpf_ns / max(cost.events, 1):.0f}")
-    for name, ns in sorted(per_prog.items(), key=lambda kv: -kv[1]):
-        print(f"  {ns:8.0f} ns  {cost.prog_events[name]:>10,} events  {name}")
-    pct = 100 * cost.agg_cpu_s / cost.wall_s if cost.wall_s else 0.0
-    print(f"aggregator CPU: {pct:.2f}% of one core (snapshot every 1 s)")
+    )
+    print(_md(["---"] * (4 + len(labels))))
+    for wl, vcpus, r in rows:
+        cells = [wl, str(vcpus), f"{statistics.median(r['none']):,.0f}"]
+        cells += [f"{statistics.median(r[m]):.3f}" for m in [*labels, "perf"]]
+        print(_md(cells))
+    per_prog = {
+        m: {n: statistics.median(v) for n, v in c.prog_ns_per_event.items()}
+        for m, c in costs.items()
+    }
+    print()
+    print(_md(["BPF ns/event", *labels]))
+    print(_md(["---"] * (1 + len(labels))))
+    print(
+        _md(
+            [
+                "median over programs",
+                *[f"{statistics.median(per_prog[m].values()):.0f}" for m in labels],
+            ]
+        )
+    )
+    print(
+        _md(
+            [
+                "all events (weighted)",
+                *[f"{c.bpf_ns / max(c.events, 1):.0f}" for c in costs.values()],
+            ]
+        )
+    )
+    print(_md(["events", *[f"{c.events:,}" for c in costs.values()]]))
+    pct = [100 * c.agg_cpu_s / c.wall_s if c.wall_s else 0.0 for c in costs.values()]
+    print(_md(["aggregator CPU, % of a core", *[f"{p:.2f}" for p in pct]]))
+    names = sorted(
+        {n for p in per_prog.values() for n in p},
+        key=lambda n: -costs[labels[0]].prog_events.get(n, 0),
+    )
+    print()
+    print(_md(["program", *[f"{m} events" for m in labels], *[f"{m} ns/event" for m in labels]]))
+    print(_md(["---"] * (1 + 2 * len(labels))))
+    for n in names:
+        evs = [f"{costs[m].prog_events.get(n, 0):,}" for m in labels]
+        ns = [f"{per_prog[m][n]:.0f}" if n in per_prog[m] else "-" for m in labels]
+        print(_md([n, *evs, *ns]))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--pairs", type=int, default=5, help="rounds of (none, vprof, perf)")
+    p.add_argument("--pairs", type=int, default=5, help="rounds of every mode")
     p.add_argument("--seconds", type=float, default=2.0, help="guest run time per trial")
     p.add_argument("--workloads", default="pio,mmio", help="comma-separated guest workloads")
     p.add_argument("--vcpus", default="1,2", help="comma-separated vCPU counts")
+    p.add_argument("--against", type=Path, help="another vprof checkout to compare with")
     a = p.parse_args()
     if a.pairs < 1 or a.seconds <= 0:
         p.error("--pairs must be >= 1 and --seconds > 0")
+    if a.against is not None and not (a.against / "vprof" / "profiler.py").is_file():
+        p.error(f"--against {a.against}: not a vprof checkout")
     if os.geteuid() != 0:
         p.error("needs root (BPF) and /dev/kvm")
-    cost = VprofCost()
+    trees = {"vprof": TREE, **({"against": a.against.resolve()} if a.against else {})}
+    costs = {m: VprofCost() for m in trees}
     rows = []
     for wl in a.workloads.split(","):
         for vcpus in (int(v) for v in a.vcpus.split(",")):
-            rows.append((wl, vcpus, measure(wl, vcpus, a.pairs, a.seconds, cost)))
+            rows.append((wl, vcpus, measure(wl, vcpus, a.pairs, a.seconds, trees, costs)))
             print(f"done {wl} x{vcpus}", file=sys.stderr)
-    report(rows, cost)
+    report(rows, costs)
     return 0
 
 
