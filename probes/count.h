@@ -15,7 +15,7 @@
 #define VPROF_COUNT_H
 
 #ifndef VPROF_MAX_HOT
-#define VPROF_MAX_HOT 128 /* threads with a block; a power of two */
+#define VPROF_MAX_HOT 128 /* threads with a block; a power of two (slot = tid & mask) */
 #endif
 /* Counter index within a block (vprof/hot.py decodes them). */
 #define HOT_EMULATE 0      /* 1024: failed << 9 | two-byte << 8 | opcode byte */
@@ -65,17 +65,6 @@ static __always_inline void vprof_event(u32 id, u64 detail, u64 sum)
 	v->sum += sum;
 }
 
-/* The KVM_RUN ioctl (vmm), kvm_userspace_exit, halt wake-ups, port and MMIO
- * accesses and exits mark their thread as a vCPU: on every host one of them
- * comes first in a new vCPU thread (each KVM_RUN ends in kvm_userspace_exit). */
-static __always_inline void vprof_hot_event(u32 id, u64 detail, u64 sum);
-
-static __always_inline void vprof_kvm_event(u32 id, u64 detail, u64 sum)
-{
-	vprof_marked();
-	vprof_hot_event(id, detail, sum);
-}
-
 /* The block counter of (id, detail), or HOT_N when it has none. */
 static __always_inline u32 vprof_hot_index(u32 id, u64 detail)
 {
@@ -112,7 +101,8 @@ static __always_inline struct hot_block *vprof_hot_block(u64 pt)
 
 /* Frequent events inside KVM_RUN (instruction emulation, SPTE updates,
  * MSR/CPUID traps) only count: their thread is already marked, and a
- * second hash lookup per event is measurable (bench/overhead.py). */
+ * second lookup per event is measurable (bench/overhead.py).  Small-range
+ * ones go to the thread's block, the rest (and sums) to the events hash. */
 static __always_inline void vprof_hot_event(u32 id, u64 detail, u64 sum)
 {
 	u32 i = vprof_hot_index(id, detail);
@@ -124,6 +114,15 @@ static __always_inline void vprof_hot_event(u32 id, u64 detail, u64 sum)
 		}
 	}
 	vprof_event(id, detail, sum);
+}
+
+/* The KVM_RUN ioctl (vmm), kvm_userspace_exit, halt wake-ups, port and MMIO
+ * accesses and exits mark their thread as a vCPU: on every host one of them
+ * comes first in a new vCPU thread (each KVM_RUN ends in kvm_userspace_exit). */
+static __always_inline void vprof_kvm_event(u32 id, u64 detail, u64 sum)
+{
+	vprof_marked();
+	vprof_hot_event(id, detail, sum);
 }
 
 #endif /* VPROF_COUNT_H */

@@ -18,6 +18,10 @@
 
 BPF_PERCPU_HASH(exits, struct exit_key, struct exit_val, VPROF_MAX_EXITS);
 BPF_RINGBUF_OUTPUT(slow, VPROF_RINGBUF_BYTES / 4096);
+/* [0] != 0 once any kvm_exit or kvm_entry ran on this host: until then
+ * kvm_userspace_exit has no exit to close and skips the vCPU hash lookup
+ * (an array lookup is inlined by the JIT: kvm_pvm hosts never set it). */
+BPF_ARRAY(exits_seen, u32, 1);
 
 /* Histogram slot: floor(log2(d)), d <= 1 in slot 0 (vprof.model.HIST_SLOTS). */
 static __always_inline u32 vprof_slot(u64 d)
@@ -73,8 +77,17 @@ static __always_inline void vprof_close_exit(struct vcpu_state *s, u32 tid, u64 
 	s->flags &= ~F_EXIT_MMIO;
 }
 
+static __always_inline void vprof_exits_seen(void)
+{
+	u32 zero = 0;
+	u32 *seen = exits_seen.lookup(&zero);
+	if (seen && !*seen)
+		*seen = 1;
+}
+
 static __always_inline int vprof_on_exit(u32 isa, u32 reason, u32 vcpu, u64 now)
 {
+	vprof_exits_seen();
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
 	struct vcpu_state *s = vprof_vcpu(id >> 32, tid, now, L_GUEST);
@@ -94,6 +107,7 @@ static __always_inline int vprof_on_exit(u32 isa, u32 reason, u32 vcpu, u64 now)
 
 static __always_inline int vprof_on_entry(u32 vcpu, u64 now)
 {
+	vprof_exits_seen();
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
 	struct vcpu_state *s = vprof_vcpu(id >> 32, tid, now, L_KERNEL);
@@ -134,6 +148,10 @@ TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
 {
 	/* Most hosts' exits are closed by kvm_entry before this, and kvm_pvm
 	 * has none: read the clock only for a pending exit. */
+	u32 zero = 0;
+	u32 *seen = exits_seen.lookup(&zero);
+	if (!seen || !*seen)
+		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct vcpu_state *s = shared_vcpus.lookup(&tid);
 	if (!s || !s->exit_ns)
