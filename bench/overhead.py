@@ -48,7 +48,7 @@ CHILD = Path(__file__).resolve().parent / "_vprof_child.py"
 
 @dataclass
 class VprofCost:
-    prog_ns_per_event: dict[str, list[float]] = field(default_factory=dict)
+    prog_ns: dict[str, int] = field(default_factory=dict)
     prog_events: dict[str, int] = field(default_factory=dict)
     events: int = 0
     bpf_ns: int = 0
@@ -87,7 +87,7 @@ def with_vprof(
     cost.wall_s += doc["wall_s"]
     cost.agg_cpu_s += doc["agg_cpu_s"]
     for name, (ns, cnt) in doc["progs"].items():
-        cost.prog_ns_per_event.setdefault(name, []).append(ns / cnt)
+        cost.prog_ns[name] = cost.prog_ns.get(name, 0) + ns
         cost.prog_events[name] = cost.prog_events.get(name, 0) + cnt
         cost.events += cnt
         cost.bpf_ns += ns
@@ -170,9 +170,10 @@ def report(
         cells = [wl, str(vcpus), f"{statistics.median(r['none']):,.0f}"]
         cells += [f"{statistics.median(r[m]):.3f}" for m in [*labels, "perf"]]
         print(_md(cells))
+    # Per program: run_time_ns / run_cnt over all its stats trials, so a trial
+    # where it ran twice (cold caches) weighs as little as its two events.
     per_prog = {
-        m: {n: statistics.median(v) for n, v in c.prog_ns_per_event.items()}
-        for m, c in costs.items()
+        m: {n: ns / c.prog_events[n] for n, ns in c.prog_ns.items()} for m, c in costs.items()
     }
     print()
     print(_md(["BPF ns/event", *labels]))
