@@ -100,7 +100,8 @@ def probes(check: bool, dump: bool, families: str | None, slow_exit_ms: float) -
     print the C they are compiled from.
 
     vprof attaches BPF programs (bcc) to KVM and scheduler tracepoints, in six
-    families; counts are kept in bounded per-CPU maps in the kernel.
+    families; counts are kept in the kernel, in bounded per-CPU hashes and,
+    for the busiest small-range events, per-thread counter blocks.
     """
     if check == dump:
         raise click.UsageError("give exactly one of --check or --dump")
