@@ -309,6 +309,23 @@ def decode_io(key: bytes, values: Sequence[bytes]) -> IoRecord:
     return IoRecord(k.pid, k.tid, kind, direction, k.size, k.addr, count)
 
 
+def encode_vcpu_seed(pid: int, in_run: bool, blocked: bool, now_ns: int) -> bytes:
+    """A fresh vcpu_state for a thread userspace found inside (or outside)
+    KVM_RUN before any probe registered it (vprof/seed.py).  As the probes
+    would have it: blocked inside KVM_RUN is halted (probes/sched.bpf.c), and
+    `resume` is where the thread goes when it is switched back in."""
+    s = CVcpuState()
+    run = LEDGER_STATES.index("in_kvm_run" if in_run else "vmm_userspace")
+    s.pid = pid
+    s.vcpu_id = 0xFFFFFFFF  # unknown until a kvm_exit/kvm_entry says
+    s.state = LEDGER_STATES.index("halted") if in_run and blocked else run
+    s.resume = run
+    s.in_run = int(in_run)
+    s.flags = F_BLOCKED if blocked else 0
+    s.since_ns = s.first_ns = now_ns  # CLOCK_MONOTONIC, as bpf_ktime_get_ns
+    return ctypes.string_at(ctypes.addressof(s), ctypes.sizeof(s))
+
+
 def decode_slow_exit(raw: bytes) -> SlowExitRecord:
     r = _cast(CSlowExit, raw)
     return SlowExitRecord(

@@ -58,11 +58,17 @@ def detect_backend(sys_root: str, exit_isas: set[int]) -> str:
 
 
 class _Names:
-    """VM identities from the inventory, remembered after a VM dies."""
+    """VM identities from the inventory, remembered after a VM dies.
 
-    def __init__(self, proc_root: str, sys_root: str) -> None:
+    Each refresh also registers in the kernel's vCPU map the vCPU threads it
+    lacks (`vcpu_map`, the loader; vprof/seed.py): the filter the probes
+    apply in-kernel follows the inventory."""
+
+    def __init__(self, proc_root: str, sys_root: str, vcpu_map: Any = None) -> None:
         self._inv: Any = None
+        self._vcpu_map = vcpu_map
         self.unreadable = 0
+        self.seeded = 0  # vCPU threads registered from userspace so far
         # The snapshot thread and the namer (new vCPU threads) both look up.
         self._cond = threading.Condition()
         try:
@@ -104,6 +110,8 @@ class _Names:
             view = self._inv.refresh()
         self._noted.update(noted)
         self.unreadable = int(getattr(view, "unreadable", 0))
+        # No new-vCPU record comes for seeded threads: name their VMs now.
+        pids = pids | self._seed(view)
         for pid in pids:
             vm = view.vm_of_pid(pid)
             if vm is not None:
@@ -119,6 +127,17 @@ class _Names:
                     vcpu_index=dict(vm.vcpus),
                 )
         return {p: self._known[p] for p in pids if p in self._known}
+
+    def _seed(self, view: Any) -> set[int]:
+        """Register the vCPU threads the kernel lacks; their VMs' PIDs."""
+        # Thread ids of another PID namespace's /proc would name other threads.
+        if self._vcpu_map is None or self._inv.host_pids() is False:
+            return set()
+        from vprof.seed import seed_vcpus
+
+        seeded = seed_vcpus(view, self._vcpu_map, self._inv.run_state)
+        self.seeded += len(seeded)
+        return set(seeded.values())
 
     def forget(self, pids: set[int]) -> None:
         if self._inv is not None:
@@ -178,7 +197,8 @@ class Profiler:
             injector=self.config.injector,
         )
         self._agg = Aggregator()
-        self._names = _Names(self.config.proc_root, self.config.sys_root)
+        self._names = _Names(self.config.proc_root, self.config.sys_root, self._loader)
+        self._names.lookup(set())  # VMs already running: register their vCPU threads
         self._namer = _Namer(self._loader, self._names)
         self._namer.start()
         self._last_ns = time.monotonic_ns()
@@ -201,6 +221,11 @@ class Profiler:
 
     def status(self) -> tuple[ProbeStatus, ...]:
         return self._loader.status()
+
+    @property
+    def seeded_vcpus(self) -> int:
+        """vCPU threads registered from the inventory (vprof/seed.py), so far."""
+        return self._names.seeded
 
     def snapshot(self) -> Snapshot:
         """Cumulative figures of every traced VM, now."""

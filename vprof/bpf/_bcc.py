@@ -52,6 +52,30 @@ def _entries(table: Any) -> list[tuple[Any, Any]]:
     return list(table.items())
 
 
+BPF_NOEXIST = 1  # include/uapi/linux/bpf.h
+
+
+def has_key(bpf: Any, name: str, key: bytes) -> bool:
+    table = bpf.get_table(name.encode())
+    try:
+        table[table.Key.from_buffer_copy(key)]
+    except KeyError:
+        return False
+    return True
+
+
+def insert_new(bpf: Any, name: str, key: bytes, value: bytes) -> bool:
+    """Add an entry unless one exists (BPF_NOEXIST: an entry a probe created
+    meanwhile wins); True if this call added it."""
+    from bcc.libbcc import lib
+
+    table = bpf.get_table(name.encode())
+    k = table.Key.from_buffer_copy(key)
+    v = table.Leaf.from_buffer_copy(value)
+    rc = lib.bpf_update_elem(table.map_fd, ctypes.byref(k), ctypes.byref(v), BPF_NOEXIST)
+    return int(rc) == 0
+
+
 def delete_keys(bpf: Any, name: str, keys: list[bytes]) -> int:
     table = bpf.get_table(name.encode())
     gone = 0

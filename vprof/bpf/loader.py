@@ -207,6 +207,16 @@ class Loader:
                 if fam.bpf is not None and keys.get(name):
                     _bcc.delete_keys(fam.bpf, self._map_name(owner, name), keys[name])
 
+    def missing_vcpus(self, tids: Iterable[int]) -> list[int]:
+        """The threads among `tids` that the kernel's vCPU map lacks."""
+        name = self._map_name(CORE, VCPUS)
+        return [t for t in tids if not _bcc.has_key(self._core.bpf, name, _tid_key(t))]
+
+    def seed_vcpu(self, tid: int, state: bytes) -> bool:
+        """Register a vCPU thread from userspace (vprof/seed.py) unless a
+        probe registered it meanwhile; True if this call did."""
+        return _bcc.insert_new(self._core.bpf, self._map_name(CORE, VCPUS), _tid_key(tid), state)
+
     def prog_fds(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for fam in self._families.values():
@@ -222,6 +232,10 @@ class Loader:
         finally:
             for fam in fams:
                 fam.bpf = None
+
+
+def _tid_key(tid: int) -> bytes:
+    return tid.to_bytes(4, "little")  # the vcpus map's u32 key (x86_64, arm64)
 
 
 def prog_stats(fd: int, fdinfo: Callable[[int], str] | None = None) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from vprof.inventory.threads import (
     ioctl_vcpu_fd,
     kernel_worker_owner,
     role_of,
+    run_state,
     vcpu_index_from_name,
 )
 from vprof.inventory.types import InventoryView, ThreadInfo, VmInfo
@@ -154,6 +155,12 @@ class Inventory:
             return False
         known.noted[tid] = vcpu_id
         return True
+
+    def run_state(self, pid: int, tid: int) -> tuple[bool, bool] | None:
+        """(inside KVM_RUN, blocked) of vCPU thread `tid` now (threads.run_state),
+        or None if it is gone or unreadable."""
+        syscall = self._fs.read_text(pid, "task", tid, "syscall", limit=512)
+        return run_state(syscall) if syscall else None
 
     # -- one VM ---------------------------------------------------------------
 

@@ -89,3 +89,16 @@ def ioctl_vcpu_fd(syscall: str, machine: str | None = None) -> int | None:
     except ValueError:
         return None
     return fd if request == KVM_RUN else None
+
+
+def run_state(syscall: str, machine: str | None = None) -> tuple[bool, bool]:
+    """(inside KVM_RUN, blocked) of a vCPU thread, from its syscall file.
+
+    The kernel shows the syscall only of a thread that is not runnable;
+    a runnable one (on a CPU or waiting for one) reads "running", and a vCPU
+    thread that runs is inside KVM_RUN but for short device-emulation spells:
+    taken as inside, which its next KVM_RUN boundary corrects if wrong.
+    """
+    if syscall.strip() == "running":
+        return True, False
+    return ioctl_vcpu_fd(syscall, machine) is not None, True
