@@ -94,14 +94,22 @@ static __always_inline struct hot_block *vprof_hot_block(u64 pt)
 	u64 *owner = (u64 *)&b->pid;
 	if (*owner == me)
 		return b;
-	if (*owner == 0 && __sync_val_compare_and_swap(owner, 0, me) == 0)
+	if (*owner == 0 && __sync_val_compare_and_swap(owner, 0, me) == 0) {
+		/* Once per thread: register it.  A thread already inside KVM_RUN
+		 * when vprof attached passes no marking probe while it stays
+		 * there; every event with a block fires inside KVM_RUN, in the
+		 * vCPU thread.  (Userspace also registers the inventory's vCPU
+		 * threads: vprof/seed.py.) */
+		vprof_marked();
 		return b;
+	}
 	return 0;
 }
 
 /* Frequent events inside KVM_RUN (instruction emulation, SPTE updates,
- * MSR/CPUID traps) only count: their thread is already marked, and a
- * second lookup per event is measurable (bench/overhead.py).  Small-range
+ * MSR/CPUID traps) only count: their thread is already marked (else at its
+ * block's claim, or from userspace), and a second lookup per event is
+ * measurable (bench/overhead.py).  Small-range
  * ones go to the thread's block, the rest (and sums) to the events hash. */
 static __always_inline void vprof_hot_event(u32 id, u64 detail, u64 sum)
 {

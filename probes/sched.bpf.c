@@ -2,7 +2,9 @@
  * wake-ups, FPU switches and interrupt injection.
  *
  * sched_switch and sched_wakeup fire for every thread on the host; the vcpus
- * map (filled by the first KVM event of a thread) filters them in-kernel.
+ * map (filled by the first KVM event of a thread, and from the inventory for
+ * threads already inside KVM_RUN when vprof attached: vprof/seed.py)
+ * filters them in-kernel.
  */
 #include "shared.h"
 

@@ -80,7 +80,11 @@ def _check_vcpus(
         assert tid in was, f"vCPU thread {tid} not registered at the first snapshot"
         d = out[tid] = _delta(was[tid], seen[tid])
         assert abs(sum(d.values()) - interval) <= interval / 100, (d, interval)
-        assert d[largest.value] == max(d.values()), d
+        # The run queue is left out: on a 2-core host under other load a
+        # spinning vCPU may wait longer than it runs (measured: 54 %).
+        rest = {k: ns for k, ns in d.items() if k != Ledger.RUNQUEUE.value}
+        assert d[largest.value] == max(rest.values()), d
+        assert d[largest.value] + d[Ledger.RUNQUEUE.value] > interval * 0.9, d
     return out
 
 
