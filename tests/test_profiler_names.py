@@ -36,3 +36,29 @@ def test_kvm_exit_vcpu_ids_index_unnamed_threads(tmp_path: Path) -> None:
     assert ident.vcpu_index == {701: 0, 702: 1}
     assert names.lookup({700}, {701: 0, 702: 1})[700].vcpu_index == {701: 0, 702: 1}
     assert names._noted == {701, 702}  # noted once; 999 belongs to no VM
+
+
+def test_a_vm_named_late_keeps_its_key(tmp_path: Path) -> None:
+    # The kernel counts a process before the inventory can name it (its KVM
+    # descriptors are not there yet, or it is already closing them).  Its key
+    # must not change when the name arrives, or diff() takes the named VM for
+    # a new one and reports its whole history as one interval.
+    fake = FakeProc(tmp_path)
+    fake.process(800, "vmm", ["./vmm"], start_time=4242)
+    names = _names(fake)
+    early = names.lookup({800})[800]
+    assert (early.key, early.name, early.name_source) == ("800:4242", "pid-800", "fallback")
+    fake.vm(800, "vmm", ["./vmm", "-name", "guest=late"], vcpus=1, start_time=4242)
+    named = names.lookup({800})[800]
+    assert (named.key, named.name) == ("800:4242", "late")
+
+
+def test_an_unnamed_vm_keeps_its_key_after_its_process_is_gone(tmp_path: Path) -> None:
+    fake = FakeProc(tmp_path)
+    fake.process(810, "vmm", ["./vmm"], start_time=77)
+    names = _names(fake)
+    assert names.lookup({810})[810].key == "810:77"
+    fake.remove(810)
+    assert names.lookup({810})[810].key == "810:77"
+    names.forget({810})
+    assert names.lookup({810})[810].key == "810:0"  # a reused PID starts afresh

@@ -17,13 +17,13 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
 from vprof import events as ev
-from vprof.aggregate import Aggregator, VmIdentity
+from vprof.aggregate import Aggregator, VmIdentity, fallback_identity
 from vprof.model import PROBE_FAMILIES, ProbeStatus, ProgStat, Snapshot
 
 # A VM's counters stay in the kernel maps this long after its process died,
@@ -77,6 +77,10 @@ class _Names:
             return
         self._inv = Inventory(proc_root=proc_root, sys_root=sys_root)
         self._known: dict[int, VmIdentity] = {}
+        # Keys of VMs the inventory cannot name (yet).  They use the same
+        # "<pid>:<start time>" form as the inventory's, so a VM named later
+        # keeps its key and diff() never takes it for a new VM.
+        self._unnamed_keys: dict[int, str] = {}
         self._noted: set[int] = set()  # threads whose kvm_exit vcpu_id was noted
 
     def lookup(
@@ -126,7 +130,17 @@ class _Names:
                     vcpu_count=vm.vcpu_count,
                     vcpu_index=dict(vm.vcpus),
                 )
-        return {p: self._known[p] for p in pids if p in self._known}
+        return {p: self._known.get(p) or self._unnamed(p) for p in pids}
+
+    def _unnamed(self, pid: int) -> VmIdentity:
+        """A process the kernel counts and the inventory cannot name (yet)."""
+        key = self._unnamed_keys.get(pid)
+        if key is None:
+            # A PID of another namespace's /proc would name another process.
+            start = self._inv.start_time(pid) if self._inv.host_pids() is not False else None
+            key = f"{pid}:{start or 0}"
+            self._unnamed_keys[pid] = key
+        return replace(fallback_identity(pid), key=key)
 
     def _seed(self, view: Any) -> set[int]:
         """Register the vCPU threads the kernel lacks; their VMs' PIDs."""
@@ -144,6 +158,7 @@ class _Names:
             with self._cond:
                 for pid in pids:
                     self._known.pop(pid, None)
+                    self._unnamed_keys.pop(pid, None)
                 self._noted.clear()  # a reused tid gets noted again (rare, cheap)
 
 

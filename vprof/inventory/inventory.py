@@ -233,6 +233,12 @@ class Inventory:
             return nspid[depth]
         return None
 
+    def start_time(self, pid: int) -> int | None:
+        """The process's start time (clock ticks after boot, as in VmInfo.key),
+        or None if it cannot be read."""
+        stat = self._fs.stat(pid)
+        return stat.start_time if stat is not None else None
+
     def host_pids(self) -> bool | None:
         """Whether proc_root numbers processes as the initial PID namespace
         does, which is how BPF reports them; None when it cannot be told."""
