@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 MAX_NAME = 64
 ELLIPSIS = "…"
@@ -47,3 +48,19 @@ def filename(text: str, width: int = MAX_NAME) -> str:
     """A file-name-safe form: ASCII letters, digits, '.', '_' and '-' only."""
     safe = _FILE_UNSAFE.sub("_", display(text, width * 4)).strip("._") or "unnamed"
     return safe[:width]
+
+
+def unique_names(named: Iterable[tuple[str, int]]) -> list[str]:
+    """Each (sanitised name, pid)'s name, made unique by appending "~pid".
+
+    Two VMs may share a sanitised name ("web\\x1b[1m" and "web\\x1b[2m"):
+    label sets and table rows must still tell them apart, even when a VM
+    owner names theirs like a renamed duplicate ("web~123")."""
+    seen: set[str] = set()
+    out = []
+    for name, pid in named:
+        while name in seen:
+            name = f"{name}~{pid}"
+        seen.add(name)
+        out.append(name)
+    return out

@@ -2,5 +2,5 @@
 
 source.py renders the C of each probe family (pure, testable); loader.py
 compiles and attaches each family on its own and reads the maps as raw bytes,
-which vprof/events.py decodes.
+which vprof/records/events.py decodes.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass
 
 from vprof.guest import layout as L
@@ -27,6 +28,10 @@ class GuestArgs:
     mode: str = "user"
     json: bool = False
     stats: bool = False
+    # Hold the vCPUs until SIGUSR2, so a tracer can attach first (tests).
+    hold: bool = False
+    # Keep KVM stats fds open: readable from outside through pidfd_getfd.
+    keep_stats_fds: bool = False
 
 
 def check_name(name: str) -> str:
@@ -69,6 +74,42 @@ def validate(args: GuestArgs, host_max_vcpus: int | None = None) -> GuestArgs:
     return args
 
 
+def hypercall_isa(cpuinfo: str, kvm_pvm_loaded: bool) -> str:
+    """The host's hypercall flavour for the vmcall workload: "svm" or "vmx", else ArgError.
+
+    kvm_pvm runs on hardware without (or hiding) SVM/VMX and emulates the guest's CPL0
+    code; a VMCALL there livelocks in KVM's emulator, so the workload is refused.
+    """
+    if kvm_pvm_loaded:
+        raise ArgError(
+            "--workload vmcall cannot run on kvm_pvm (a hypercall livelocks in its "
+            "emulator); it needs kvm_amd (SVM) or kvm_intel (VMX)"
+        )
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags = set(value.split())
+            break
+    for flag in ("svm", "vmx"):
+        if flag in flags:
+            return flag
+    raise ArgError(
+        "--workload vmcall needs hardware virtualization: no svm or vmx flag in "
+        "/proc/cpuinfo (kvm_pvm or nested without SVM/VMX exposed)"
+    )
+
+
+def host_hypercall_isa(proc: str = "/proc", sys: str = "/sys") -> str:
+    """hypercall_isa() for this host: /proc/cpuinfo and whether kvm_pvm is loaded."""
+    try:
+        with open(f"{proc}/cpuinfo") as f:
+            cpuinfo = f.read()
+    except OSError as exc:
+        raise ArgError(f"--workload vmcall: cannot read {proc}/cpuinfo: {exc}") from exc
+    return hypercall_isa(cpuinfo, os.path.isdir(f"{sys}/module/kvm_pvm"))
+
+
 def runner_argv(args: GuestArgs) -> list[str]:
     """Arguments after `python -m vprof.guest.runner`; QEMU's `-name guest=NAME` first."""
     argv = ["-name", f"guest={args.name}", "--vcpus", str(args.vcpus)]
@@ -79,6 +120,8 @@ def runner_argv(args: GuestArgs) -> list[str]:
         argv += ["--duration", repr(args.duration)]
     argv += ["--json"] if args.json else []
     argv += ["--stats"] if args.stats else []
+    argv += ["--hold"] if args.hold else []
+    argv += ["--keep-stats-fds"] if args.keep_stats_fds else []
     return argv
 
 
@@ -97,6 +140,8 @@ def parse_runner_argv(argv: list[str]) -> GuestArgs:
     p.add_argument("--duration", type=float)
     p.add_argument("--json", action="store_true")
     p.add_argument("--stats", action="store_true")
+    p.add_argument("--hold", action="store_true")
+    p.add_argument("--keep-stats-fds", action="store_true")
     ns = p.parse_args(argv)
     if not ns.qemu_name.startswith("guest="):
         raise ArgError("-name must be guest=NAME")
@@ -110,5 +155,7 @@ def parse_runner_argv(argv: list[str]) -> GuestArgs:
             mode=ns.mode,
             json=ns.json,
             stats=ns.stats,
+            hold=ns.hold,
+            keep_stats_fds=ns.keep_stats_fds,
         )
     )

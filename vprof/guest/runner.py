@@ -16,7 +16,8 @@ from typing import Any
 
 from vprof.guest import layout as L
 from vprof.guest import report
-from vprof.guest.args import ArgError, GuestArgs, parse_runner_argv, validate
+from vprof.guest import workloads as W
+from vprof.guest.args import ArgError, GuestArgs, host_hypercall_isa, parse_runner_argv, validate
 from vprof.guest.kvmapi import libc
 from vprof.guest.vm import (
     KICK_SIGNAL,
@@ -56,8 +57,25 @@ def _collect_stats(machine: Machine) -> dict[str, Any]:
     }
 
 
-def _wait(machine: Machine, args: GuestArgs, stop_requested: list[bool]) -> float:
+def _keep_stats_fds(machine: Machine) -> list[int]:
+    """Stats fds of the VM and each vCPU, held open for outside readers
+    (vprof/sources/kvmstats.py duplicates them with pidfd_getfd)."""
+    from vprof.guest import kvmapi as K
+
+    return [K.ioctl(fd, K.KVM_GET_STATS_FD) for fd in (machine.fd, *(v.fd for v in machine.vcpus))]
+
+
+def _hold(go: list[bool], stop_requested: list[bool]) -> None:
+    """Wait for SIGUSR2 (or a stop) before the vCPUs start."""
+    while not go[0] and not stop_requested[0]:
+        time.sleep(0.01)
+
+
+def _wait(
+    machine: Machine, args: GuestArgs, stop_requested: list[bool], go: list[bool] | None = None
+) -> float:
     """Let the vCPUs run until they finish; returns the elapsed seconds."""
+    _hold(go if go is not None else [True], stop_requested)
     start = time.monotonic()
     for v in machine.vcpus:
         v.go.set()
@@ -85,16 +103,20 @@ def run(args: GuestArgs) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+    go = [not args.hold]  # installed before "ready", so an early SIGUSR2 is not lost
+    signal.signal(signal.SIGUSR2, lambda signum, frame: go.__setitem__(0, True))
     libc().prctl(PR_SET_NAME, PROCESS_COMM, 0, 0, 0)
     target = args.count or 0
-    machine = Machine(args.workload, args.mode, args.vcpus, target)
+    isa = host_hypercall_isa() if args.workload in W.HARDWARE_ONLY else "svm"
+    machine = Machine(args.workload, args.mode, args.vcpus, target, isa)
+    kept = _keep_stats_fds(machine) if args.keep_stats_fds else []
     for v in machine.vcpus:
         v.thread.start()
     for v in machine.vcpus:
         v.started.wait()
     pid = os.getpid()
     _emit(args, report.ready_event(pid, args.name, [v.result.tid for v in machine.vcpus]))
-    seconds = _wait(machine, args, stop_requested)
+    seconds = _wait(machine, args, stop_requested, go)
     vcpus = [
         report.vcpu_entry(
             v.index,
@@ -110,6 +132,8 @@ def run(args: GuestArgs) -> int:
     stats = _collect_stats(machine) if args.stats else None
     signals = machine.ioeventfd_signals()
     _emit(args, report.result_event(pid, args, seconds, vcpus, stats, errors, signals))
+    for fd in kept:
+        os.close(fd)
     return 1 if errors else 0
 
 

@@ -209,6 +209,11 @@ class Vcpu:
             return False
         if port == W.FAULT_PORT:
             vector = self.run[offset]
+            if vector == W.HYPERCALL_FAILED and self.vm.workload == "vmcall":
+                raise GuestFault(
+                    f"vCPU {self.index}: the hypercall returned RDI, not -KVM_ENOSYS "
+                    + self._regs_text()
+                )
             raise GuestFault(
                 f"vCPU {self.index}: exception {vector} " + self._regs_text() + self._frame()
             )
@@ -257,11 +262,13 @@ def _segment(seg: K.KvmSegment, selector: int, dpl: int, type_: int, long: int) 
 class Machine:
     """One VM: memory, tables, program, irqchip and vCPUs (not yet running)."""
 
-    def __init__(self, workload: str, mode: str, vcpus: int, target: int) -> None:
+    def __init__(
+        self, workload: str, mode: str, vcpus: int, target: int, hypercall: str = "svm"
+    ) -> None:
         self.workload, self.mode, self.target = workload, mode, target
         self.kvm_fd = open_kvm()
         self.fd = K.ioctl(self.kvm_fd, K.KVM_CREATE_VM, 0)
-        self.program = W.build_program(workload, mode)
+        self.program = W.build_program(workload, mode, hypercall)
         self.gdt = L.build_gdt(vcpus)
         self.mem, addr = _anon_mmap(L.LOW_MEM_SIZE)
         self._map(0, 0, L.LOW_MEM_SIZE, addr)

@@ -49,15 +49,31 @@ GATE_OPCODE = 0xFA  # CLI
 # a faster tick would make a halting guest look busy.
 TIMER_PERIOD_NS = 1_000_000
 
+# vmcall: a hypercall number KVM does not know (KVM_HC_* are 1-12, include/uapi/linux/
+# kvm_para.h), so kvm_emulate_hypercall traces it (kvm:kvm_hypercall), returns
+# -KVM_ENOSYS in RAX and skips the instruction: one exit per call, no VMM involvement.
+HYPERCALL_NR = 0x5650
+KVM_ENOSYS = 1000  # include/uapi/linux/kvm_para.h
+# The opcode is the host CPU's own: KVM intercepts the other vendor's as #UD and
+# emulates it (patching the guest's code), which would add a `UD excp` exit.
+HYPERCALL_OPCODES = {"svm": (b"\x0f\x01\xd9", "vmmcall"), "vmx": (b"\x0f\x01\xc1", "vmcall")}
+HYPERCALL_FAILED = 0xFE  # AL on the fault port: RAX was not -KVM_ENOSYS after the call
+
 # Control ports: the guest's protocol with the VMM, not workload events.
 DONE_PORT = 0x5601  # the vCPU's loop finished: one KVM_EXIT_IO per vCPU at the end
 FAULT_PORT = 0x5602  # an unexpected exception (vector in AL): a bug, reported as such
 REFILL_PORT = 0x5603  # pagetouch region used up: the VMM discards it (MADV_DONTNEED)
 
 # Gate function numbers: RAX when user mode enters the CPL0 handler.
-FN_DONE, FN_PIO, FN_PIO_KERNEL, FN_MSR, FN_HLT, FN_REFILL = range(1, 7)
+FN_DONE, FN_PIO, FN_PIO_KERNEL, FN_MSR, FN_HLT, FN_REFILL, FN_CPUID, FN_VMCALL = range(1, 9)
 
-WORKLOADS = ("pio", "pio-kernel", "mmio", "cpuid", "msr", "hlt", "pause", "pagetouch", "mixed")
+WORKLOADS = (
+    *("pio", "pio-kernel", "mmio", "cpuid", "msr", "hlt", "pause", "pagetouch", "mixed"),
+    "vmcall",
+)
+# Workloads that need a hardware-virtualization host (svm or vmx in /proc/cpuinfo):
+# under kvm_pvm a hypercall from guest CPL0 livelocks in KVM's emulator.
+HARDWARE_ONLY = ("vmcall",)
 MODES = ("user", "kernel")
 
 _KINDS: dict[str, tuple[str, ...]] = {
@@ -69,6 +85,7 @@ _KINDS: dict[str, tuple[str, ...]] = {
     "hlt": ("hlt",),
     "pause": ("pause",),
     "pagetouch": ("pagetouch",),
+    "vmcall": ("vmcall",),
 }
 MIXED = ("pio", "pio-kernel", "mmio", "cpuid", "msr", "hlt", "pause", "pagetouch")
 
@@ -82,7 +99,9 @@ WORKLOAD_HELP = {
     "hlt": f"STI; HLT until the LAPIC timer (every {TIMER_PERIOD_NS // 1000} us) wakes it",
     "pause": "PAUSE",
     "pagetouch": f"write the first byte of the next new 4 KiB page at {PAGETOUCH_BASE:#x}+",
-    "mixed": "one of each of the above per iteration",
+    "mixed": "one of each of pio through pagetouch per iteration",
+    "vmcall": f"VMMCALL (AMD) or VMCALL (Intel) at CPL0, unknown hypercall {HYPERCALL_NR:#x} "
+    "(-KVM_ENOSYS); SVM/VMX hosts only, refused on kvm_pvm",
 }
 
 
@@ -151,6 +170,14 @@ def body_pause(a: Asm) -> None:
     a.op(b"\xf3\x90", "pause")
 
 
+def body_hypercall(a: Asm, isa: str) -> None:
+    opcode, name = HYPERCALL_OPCODES[isa]
+    a.op(b"\xb8" + imm32(HYPERCALL_NR), f"mov eax, {HYPERCALL_NR:#x}  ; hypercall number")
+    a.op(opcode, f"{name}  ; KVM: RAX = -KVM_ENOSYS, RIP past the call")
+    a.op(b"\x48\x3d" + imm32(-KVM_ENOSYS & 0xFFFFFFFF), "cmp rax, -KVM_ENOSYS")
+    a.jcc("ne", "hypercall_failed")
+
+
 def body_refill(a: Asm) -> None:
     _out_dx(a, REFILL_PORT, "VMM discards the region and rewinds D_CURSOR")
 
@@ -165,12 +192,25 @@ _CPL0_BODIES: dict[str, tuple[int, Callable[[Asm], None]]] = {
     "pio-kernel": (FN_PIO_KERNEL, body_pio_kernel),
     "msr": (FN_MSR, body_msr),
     "hlt": (FN_HLT, body_hlt),
+    # CPUID exits on VMX and SVM at any CPL, but at CPL3 under kvm_pvm it runs
+    # natively unless the host CPU has CPUID faulting (no `cpuid_fault` flag on
+    # the test host): the hypervisor would never see it.  Through the gate it
+    # runs at CPL0, where every backend sees it.
+    "cpuid": (FN_CPUID, body_cpuid),
 }
+
+
+def _cpl0_bodies(isa: str) -> dict[str, tuple[int, Callable[[Asm], None]]]:
+    return _CPL0_BODIES | {"vmcall": (FN_VMCALL, lambda a: body_hypercall(a, isa))}
+
+
 _ANY_CPL_BODIES: dict[str, Callable[[Asm], None]] = {
     "mmio": body_mmio,
-    "cpuid": body_cpuid,
     "pause": body_pause,
 }
+
+
+_Bodies = dict[str, tuple[int, Callable[[Asm], None]]]
 
 
 @dataclass(frozen=True)
@@ -202,7 +242,7 @@ def _body_pagetouch(a: Asm, mode: str, n: int) -> None:
     a.op(b"\x48\x89\x45" + imm8(L.D_CURSOR), "mov [rbp+D_CURSOR], rax")
 
 
-def _loop(a: Asm, workload: str, mode: str) -> None:
+def _loop(a: Asm, workload: str, mode: str, cpl0: _Bodies) -> None:
     a.label("entry")
     a.label("loop")
     a.op(b"\x48\x83\x7d" + imm8(L.D_STOP) + b"\x00", "cmp qword [rbp+D_STOP], 0")
@@ -210,8 +250,8 @@ def _loop(a: Asm, workload: str, mode: str) -> None:
     for n, part in enumerate(MIXED if workload == "mixed" else (workload,)):
         if part == "pagetouch":
             _body_pagetouch(a, mode, n)
-        elif part in _CPL0_BODIES:
-            fn, body = _CPL0_BODIES[part]
+        elif part in cpl0:
+            fn, body = cpl0[part]
             _privileged(a, mode, fn, body, part)
         else:
             _ANY_CPL_BODIES[part](a)
@@ -224,7 +264,7 @@ def _loop(a: Asm, workload: str, mode: str) -> None:
     a.jmp("done")
 
 
-def _gate_handler(a: Asm, workload: str) -> None:
+def _gate_handler(a: Asm, workload: str, cpl0: _Bodies) -> None:
     # The #GP handler.  A CLI at CPL3 (our gate, RAX = function) arrives with
     # error code 0 and RIP at the CLI, on the TSS.RSP0 stack, IF cleared by the
     # interrupt gate.  Any other #GP is a bug and is reported as exception 13.
@@ -235,8 +275,8 @@ def _gate_handler(a: Asm, workload: str) -> None:
     a.op(b"\x80\x3f" + imm8(GATE_OPCODE), "cmp byte [rdi], 0xfa  ; our CLI gate?")
     a.jcc("ne", "exc13")
     a.op(b"\x48\x83\x44\x24\x08\x01", "add qword [rsp+8], 1  ; return past the CLI")
-    parts = [p for p in (MIXED if workload == "mixed" else (workload,)) if p in _CPL0_BODIES]
-    table = [*(_CPL0_BODIES[p] for p in parts), (FN_DONE, body_done)]
+    parts = [p for p in (MIXED if workload == "mixed" else (workload,)) if p in cpl0]
+    table = [*(cpl0[p] for p in parts), (FN_DONE, body_done)]
     if needs_pagetouch(workload):
         table.append((FN_REFILL, body_refill))
     for fn, body in table:
@@ -271,14 +311,28 @@ def _interrupt_handlers(a: Asm) -> dict[int, int]:
     return vectors
 
 
-def build_program(workload: str, mode: str) -> Program:
+def _hypercall_failed(a: Asm) -> None:
+    a.label("hypercall_failed")
+    a.op(b"\x48\x89\xc7", "mov rdi, rax  ; the result, kept for the VMM's report")
+    a.op(b"\xb0" + imm8(HYPERCALL_FAILED), f"mov al, {HYPERCALL_FAILED:#x}")
+    _out_dx(a, FAULT_PORT, "report the wrong result (in RDI)")
+    a.jmp("hypercall_failed")
+
+
+def build_program(workload: str, mode: str, hypercall: str = "svm") -> Program:
+    """The guest program; `hypercall` ("svm" or "vmx") picks the vmcall workload's opcode."""
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}")
+    if hypercall not in HYPERCALL_OPCODES:
+        raise ValueError(f"unknown hypercall ISA {hypercall!r}")
+    cpl0 = _cpl0_bodies(hypercall)
     a = Asm(L.CODE_ADDR)
-    _loop(a, workload, mode)
-    _gate_handler(a, workload)
+    _loop(a, workload, mode, cpl0)
+    _gate_handler(a, workload, cpl0)
+    if workload == "vmcall":
+        _hypercall_failed(a)
     vectors = _interrupt_handlers(a)
     vectors[13] = a.addr("gate")
     code = a.assemble()

@@ -33,6 +33,7 @@ from vprof.inventory.threads import (
     vcpu_index_from_name,
 )
 from vprof.inventory.types import InventoryView, ThreadInfo, VmInfo
+from vprof.model import vm_key
 
 # Processes whose descriptor count has not changed are not re-read, except
 # on a full rescan this often (see Inventory._unchanged).
@@ -169,7 +170,7 @@ class Inventory:
         if stat is None:
             self._unreadable += 1
             return None
-        key = f"{pid}:{stat.start_time}"
+        key = vm_key(pid, stat.start_time)
         known = self._known.get(key)
         if known is None or known.provisional:
             learnt = self._learn(pid, stat)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from vprof.model import vm_key_start
+
 # Bounds on what a VM owner can make us read: a command line may be up to
 # ARG_MAX (a few MiB) and an environment as large; names come from the start.
 CMDLINE_LIMIT = 1 << 20
@@ -176,3 +178,20 @@ class ProcFS:
             return None
         finally:
             os.close(dfd)
+
+
+def alive(vm_key: str, pid: int, proc_root: str) -> bool:
+    """Whether the process behind a VmStat still runs (same pid and start time).
+
+    The Profiler keeps a dead VM's figures for 30 s; the exporter keeps its
+    final series for `dead_vm_grace_seconds` after the process is gone.
+    """
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    want = vm_key_start(vm_key)
+    # Field 22 (starttime) counts from after the ")" that ends comm.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return not want.isdigit() or (len(fields) > 19 and fields[19].decode() == want)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from vprof.model import VmIdentity
+
 ROLES: tuple[str, ...] = ("vcpu", "io", "main", "vhost", "other")
 
 
@@ -53,6 +55,21 @@ class VmInfo:
     namespace: str = ""  # KubeVirt: the pod's Kubernetes namespace
     vcpu_ids: tuple[int, ...] = ()  # the <n> of each anon_inode:kvm-vcpu:<n> descriptor
     meta: Mapping[str, str] = field(default_factory=_empty)  # sanitised extra facts
+
+    @property
+    def identity(self) -> VmIdentity:
+        """Who this VM is, as the pipeline and its snapshots carry it."""
+        return VmIdentity(
+            key=self.key,
+            pid=self.pid,
+            name=self.name,
+            name_raw=self.name_raw,
+            name_source=self.name_source,
+            uuid=self.uuid,
+            vmm=self.vmm,
+            vcpu_count=self.vcpu_count,
+            vcpu_index=dict(self.vcpus),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form, raw name included (for export)."""

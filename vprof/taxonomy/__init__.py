@@ -9,7 +9,7 @@ docs/taxonomy.md is generated from these tables (vprof.taxonomy.docgen).
 from __future__ import annotations
 
 from vprof.taxonomy.arm64 import classify_arm64
-from vprof.taxonomy.core import Classified, remedy
+from vprof.taxonomy.core import Classified, remedy, remedy_brief
 from vprof.taxonomy.rules import (
     MMIO_EVENTS,
     STAGE2_FAULTS,
@@ -31,6 +31,7 @@ __all__ = [
     "decode_vmx_flags",
     "npf_bucket",
     "remedy",
+    "remedy_brief",
     "resolve_bucket",
     "userspace_exit",
 ]

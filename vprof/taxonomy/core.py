@@ -141,3 +141,30 @@ _REMEDIES: Mapping[Bucket, str] = MappingProxyType(
 def remedy(bucket: Bucket) -> str:
     """The technology that reduces `bucket`'s overhead."""
     return _REMEDIES[bucket]
+
+
+# The same remedies in one line each, in the words users search for: what a
+# dashboard panel or an alert says to do.
+_BRIEF: Mapping[Bucket, str] = MappingProxyType(
+    {
+        Bucket.PRIVILEGED: (
+            "hardware assists (APICv/AVIC posted interrupts, TSC scaling, MSR bitmaps) and a "
+            "guest kernel that avoids trapping instructions"
+        ),
+        Bucket.MEMORY: (
+            "huge pages (1 GiB or 2 MiB backing for guest RAM) and EPT/NPT hardware paging"
+        ),
+        Bucket.IO: (
+            "virtio with vhost (vhost-net, vhost-user) or device passthrough (VFIO, SR-IOV)"
+        ),
+        Bucket.CONTEXT_SWITCH: (
+            "vCPU pinning (isolated host CPUs for vCPU threads) and halt-polling "
+            "(halt_poll_ns) tuned to the wake-up pattern"
+        ),
+    }
+)
+
+
+def remedy_brief(bucket: Bucket) -> str:
+    """remedy() in one line; KeyError for UNCLASSIFIED, which has none."""
+    return _BRIEF[bucket]

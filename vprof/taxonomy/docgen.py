@@ -10,8 +10,9 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 
+from vprof.markdown import table
 from vprof.model import OVERHEAD_BUCKETS, Bucket
-from vprof.taxonomy import arm64, events, vmx
+from vprof.taxonomy import arm64, tracepoints, vmx
 from vprof.taxonomy.core import remedy
 from vprof.taxonomy.lookup import Explained, entries
 from vprof.taxonomy.rules import TABLES
@@ -23,7 +24,7 @@ TITLES = {
     Bucket.CONTEXT_SWITCH: "Context switches",
 }
 ISA_TITLES = {**{isa: t.title for isa, t in TABLES.items()}, "event": "Other traced events"}
-SOURCES = {**{isa: t.source for isa, t in TABLES.items()}, "event": events.SOURCE}
+SOURCES = {**{isa: t.source for isa, t in TABLES.items()}, "event": tracepoints.SOURCE}
 
 _INTRO = """\
 # vprof taxonomy: every KVM exit and event, by overhead bucket
@@ -62,10 +63,6 @@ _RULES = f"""\
 """
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def counts() -> dict[str, Counter[Bucket]]:
     """Number of entries per ISA and bucket."""
     result: dict[str, Counter[Bucket]] = {isa: Counter() for isa in ISA_TITLES}
@@ -77,18 +74,14 @@ def counts() -> dict[str, Counter[Bucket]]:
 def counts_table() -> list[str]:
     """Markdown table of `counts()`, with totals."""
     cols = [*OVERHEAD_BUCKETS]
-    lines = [
-        "| ISA | " + " | ".join(b.value for b in cols) + " | total |",
-        "|---|" + "---:|" * (len(cols) + 1),
-    ]
+    rows: list[list[object]] = []
     totals: Counter[Bucket] = Counter()
     for isa, per in counts().items():
         totals.update(per)
-        row = [str(per[b]) for b in cols] + [str(sum(per.values()))]
-        lines.append(f"| {isa} | " + " | ".join(row) + " |")
-    total_row = [str(totals[b]) for b in cols] + [str(sum(totals.values()))]
-    lines.append("| **all** | " + " | ".join(total_row) + " |")
-    return lines
+        rows.append([isa, *(per[b] for b in cols), sum(per.values())])
+    rows.append(["**all**", *(totals[b] for b in cols), sum(totals.values())])
+    header = ["ISA", *(b.value for b in cols), "total"]
+    return table(header, rows, align="-" + "r" * (len(cols) + 1))
 
 
 def _bucket_section(bucket: Bucket, items: Iterable[Explained]) -> list[str]:
@@ -100,13 +93,11 @@ def _bucket_section(bucket: Bucket, items: Iterable[Explained]) -> list[str]:
     for isa, rows in by_isa.items():
         lines += [f"### {ISA_TITLES[isa]} ({len(rows)})", "", f"Source: {SOURCES[isa]}", ""]
         if isa == "event":
-            lines += ["| event | reason |", "|---|---|"]
-            lines += [f"| `{r.entry.name}` | {_cell(r.entry.reason)} |" for r in rows]
+            events = [(f"`{r.entry.name}`", r.entry.reason) for r in rows]
+            lines += table(("event", "reason"), events)
         else:
-            lines += ["| code | name | reason |", "|---:|---|---|"]
-            lines += [
-                f"| {r.code_text} | `{r.entry.name}` | {_cell(r.entry.reason)} |" for r in rows
-            ]
+            body = [(r.code_text, f"`{r.entry.name}`", r.entry.reason) for r in rows]
+            lines += table(("code", "name", "reason"), body, align="r")
         lines.append("")
     return lines
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vprof.model import Bucket
-from vprof.taxonomy import events
+from vprof.taxonomy import tracepoints
 from vprof.taxonomy.core import ISAS, TRACEPOINT_ISA, Classified, remedy
 from vprof.taxonomy.rules import TABLES, classify_exit, userspace_exit
 
@@ -64,8 +64,8 @@ def entries() -> tuple[Explained, ...]:
     for table in TABLES.values():
         for code in sorted(table.entries):
             found.append(Explained(table.classify(code), table.source, table.format_code(code)))
-    for name in events.EVENTS:
-        found.append(Explained(events.classify_event(name), events.SOURCE, ""))
+    for name in tracepoints.EVENTS:
+        found.append(Explained(tracepoints.classify_event(name), tracepoints.SOURCE, ""))
     return tuple(found)
 
 

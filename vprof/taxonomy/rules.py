@@ -17,7 +17,7 @@ from types import MappingProxyType
 from vprof.model import Bucket
 from vprof.taxonomy import arm64, svm, userspace, vmx
 from vprof.taxonomy.core import TRACEPOINT_ISA, Classified, Table, unknown
-from vprof.taxonomy.events import classify_event
+from vprof.taxonomy.tracepoints import classify_event
 
 __all__ = [
     "EXIT_TABLES",

@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from vprof import events as ev
 from vprof.inventory.types import InventoryView
+from vprof.records import events as ev
 
-log = logging.getLogger("vprof.seed")
+log = logging.getLogger("vprof.pipeline.seed")
 
 
 class VcpuMap(Protocol):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from vprof.events import EventRecord
+from vprof.records.events import EventRecord
 
 # probes/count.h: counter index ranges within a block.
 HOT_EMULATE, HOT_FPU, HOT_INJ_EXC, HOT_USERSPACE_EXIT, HOT_N = 0, 1024, 1026, 1058, 1122
@@ -23,7 +23,7 @@ _OWNER = struct.Struct("<II")
 
 
 def index_event(i: int) -> tuple[str, int]:
-    """(tracepoint name, detail as vprof/events.py decodes it) of counter `i`.
+    """(tracepoint name, detail as vprof/records/events.py decodes it) of counter `i`.
 
     The detail is the one the events hash would carry, so the aggregator
     names both alike: emulate_insn is failed << 16 | opcode (0x0fXX for a
@@ -48,6 +48,11 @@ def owner(value: bytes) -> tuple[int, int]:
         raise ValueError(f"hot_block: {len(value)} bytes, want {BLOCK_SIZE}")
     pid, tid = _OWNER.unpack_from(value, HOT_N * 8)
     return pid, tid
+
+
+def owner_bytes(value: bytes) -> bytes:
+    """The little-endian pid field of a block, as stored."""
+    return value[HOT_N * 8 : HOT_N * 8 + 4]
 
 
 def decode_block(value: bytes) -> list[EventRecord]:

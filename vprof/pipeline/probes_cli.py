@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from vprof.model import PROBE_FAMILIES
+from vprof.model import PROBE_FAMILIES, UnknownFamilies, parse_families
 
 _EPILOG = """\b
 Examples:
@@ -37,34 +37,37 @@ Overhead: compiling takes about a second per family; nothing stays attached.
 def _families(value: str | None) -> frozenset[str] | None:
     if not value:
         return None
-    names = frozenset(n.strip() for n in value.split(",") if n.strip())
-    unknown = names - set(PROBE_FAMILIES)
-    if unknown:
+    try:
+        return frozenset(parse_families(value))
+    except UnknownFamilies as e:
         raise click.UsageError(
-            f"unknown families: {', '.join(sorted(unknown))} (known: {', '.join(PROBE_FAMILIES)})"
-        )
-    return names
+            f"unknown families: {', '.join(sorted(e.unknown))} (known: {', '.join(PROBE_FAMILIES)})"
+        ) from None
 
 
 def _dump(families: frozenset[str] | None, slow_ns: int) -> None:
+    from vprof.bpf.fields import tracefs_fields
+    from vprof.bpf.loader import TRACEFS
     from vprof.bpf.source import CORE, render
 
     defines = {"VPROF_SLOW_NS": slow_ns}
+    layouts = tracefs_fields(TRACEFS)  # unreadable: the newest layouts
     for fam in (CORE, *PROBE_FAMILIES):
         if families is None or fam in families or fam == CORE:
-            click.echo(render(fam, defines if fam != CORE else None).text)
+            click.echo(render(fam, defines if fam != CORE else None, fields=layouts).text)
 
 
 def _check(families: frozenset[str] | None, slow_ns: int) -> int:
     if os.geteuid() != 0:
         raise click.UsageError("--check loads BPF programs: run it as root")
     from vprof.bpf.loader import LoadError
-    from vprof.profiler import Profiler, ProfilerConfig, detect_backend
+    from vprof.pipeline.profiler import Profiler, ProfilerConfig, detect_backend
 
     try:
         prof = Profiler(ProfilerConfig(families=families, slow_exit_threshold_ns=slow_ns))
     except LoadError as err:
         click.echo(f"vprof: {err}", err=True)
+        click.echo(f"source: --source auto would use perf (BPF unavailable: {err})")
         return 1
     with prof:
         backend = detect_backend("/sys", set())
@@ -80,7 +83,15 @@ def _check(families: frozenset[str] | None, slow_ns: int) -> int:
                 click.echo(f"  off  {st.family:<11}{st.reason}")
             if st.tracepoints:
                 click.echo(f"       {', '.join(st.tracepoints)}")
+            for what in st.unavailable:
+                click.echo(f"       not available on this kernel: {what}")
         click.echo(f"backend: {backend}")
+        # The rule of vprof/sources/select.py: BPF only when every family attached.
+        off = [st.family for st in prof.status() if not st.attached]
+        if off:
+            click.echo(f"source: --source auto would use perf (families off: {', '.join(off)})")
+        else:
+            click.echo("source: --source auto uses bpf (every family attached)")
     return 1 if failed else 0
 
 

@@ -1,7 +1,7 @@
 """Decoded map contents -> immutable vprof.model.Snapshot.
 
 Pure: no bcc, no /proc, no root.  The Profiler feeds it what the loader read
-(decoded by vprof/events.py), the VM identities the inventory found and the
+(decoded by vprof/records/events.py), the VM identities the inventory found and the
 clock; unit tests feed it recorded maps.  Work grows with the number of
 series (pid, tid, reason), never with the number of events.
 """
@@ -14,8 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from vprof import events as ev
-from vprof.ledger import vcpu_ledger
 from vprof.model import (
     HIST_SLOTS,
     Bucket,
@@ -26,33 +24,22 @@ from vprof.model import (
     SlowExit,
     Snapshot,
     VcpuStat,
+    VmIdentity,
     VmStat,
+    vm_key,
 )
-from vprof.reasons import Named, name_event, name_exit
+from vprof.pipeline.ledger import vcpu_ledger
+from vprof.pipeline.reasons import Named, name_event, name_exit
+from vprof.records import events as ev
 
 TOP_IO = 64  # busiest ports/addresses kept per VM
 SLOW_EXITS_KEPT = 32  # most recent slow exits kept per VM
 
 
-@dataclass(frozen=True)
-class VmIdentity:
-    """What the inventory says about one VM process (or a fallback)."""
-
-    key: str
-    pid: int
-    name: str
-    name_raw: str
-    name_source: str
-    uuid: str = ""
-    vmm: str = "unknown"
-    vcpu_count: int = 0
-    vcpu_index: Mapping[int, int] = field(default_factory=dict)  # tid -> index
-
-
 def fallback_identity(pid: int) -> VmIdentity:
     """A process the kernel counts but the inventory cannot name (yet)."""
     name = f"pid-{pid}"
-    return VmIdentity(f"{pid}:0", pid, name, name, "fallback")
+    return VmIdentity(vm_key(pid, 0), pid, name, name, "fallback")
 
 
 @dataclass
@@ -224,16 +211,9 @@ class Aggregator:
                     wakeups=rec.wakeups,
                 )
             )
-        return VmStat(
-            key=ident.key,
-            pid=ident.pid,
-            name=ident.name,
-            name_raw=ident.name_raw,
-            name_source=ident.name_source,
-            uuid=ident.uuid,
-            vmm=ident.vmm,
-            vcpu_count=ident.vcpu_count or len(vcpus),
-            vcpus=tuple(vcpus),
+        return VmStat.of(
+            ident,
+            tuple(vcpus),
             reasons=acc.reason_stats(),
             io=acc.io_stats(),
             slow_exits=tuple(self._slow.get(ident.pid, ())),

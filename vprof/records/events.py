@@ -26,8 +26,10 @@ LEDGER_STATES: tuple[str, ...] = (
     "halted",
     "unattributed",
     "dead",
+    "vmm_blocked",  # its time is in ns[7], the slot dead threads never use
 )
-L_NCAT = len(LEDGER_STATES)
+L_NCAT = 8  # ns[] slots, named by NS_SLOTS
+NS_SLOTS = (*LEDGER_STATES[:7], "vmm_blocked")
 F_EXITS_SEEN, F_BLOCKED, F_IOCTL_SEEN = 1, 2, 4
 
 # enum vprof_overflow: overflow[] slot -> the map (or ring buffer) that was full.
@@ -243,7 +245,7 @@ def _vcpu_id(v: int) -> int | None:
 
 
 def _state(v: int) -> str:
-    return LEDGER_STATES[v] if v < L_NCAT else "unattributed"
+    return LEDGER_STATES[v] if v < len(LEDGER_STATES) else "unattributed"
 
 
 def decode_vcpu(key: bytes, value: bytes) -> VcpuRecord:
@@ -259,7 +261,7 @@ def decode_vcpu(key: bytes, value: bytes) -> VcpuRecord:
         flags=s.flags,
         since_ns=s.since_ns,
         first_ns=s.first_ns,
-        ns=dict(zip(LEDGER_STATES, s.ns, strict=True)),
+        ns=dict(zip(NS_SLOTS, s.ns, strict=True)),
         runq_wait_ns=s.runq_wait_ns,
         preemptions=s.preemptions,
         voluntary=s.voluntary,
@@ -311,14 +313,15 @@ def decode_io(key: bytes, values: Sequence[bytes]) -> IoRecord:
 
 def encode_vcpu_seed(pid: int, in_run: bool, blocked: bool, now_ns: int) -> bytes:
     """A fresh vcpu_state for a thread userspace found inside (or outside)
-    KVM_RUN before any probe registered it (vprof/seed.py).  As the probes
+    KVM_RUN before any probe registered it (vprof/pipeline/seed.py).  As the probes
     would have it: blocked inside KVM_RUN is halted (probes/sched.bpf.c), and
     `resume` is where the thread goes when it is switched back in."""
     s = CVcpuState()
     run = LEDGER_STATES.index("in_kvm_run" if in_run else "vmm_userspace")
     s.pid = pid
     s.vcpu_id = 0xFFFFFFFF  # unknown until a kvm_exit/kvm_entry says
-    s.state = LEDGER_STATES.index("halted") if in_run and blocked else run
+    blocked_in = "halted" if in_run else "vmm_blocked"
+    s.state = LEDGER_STATES.index(blocked_in) if blocked else run
     s.resume = run
     s.in_run = int(in_run)
     s.flags = F_BLOCKED if blocked else 0
@@ -351,7 +354,7 @@ def decode_overflow(raw: RawMap) -> dict[str, int]:
 _R = TypeVar("_R")
 
 
-def _decode_all(
+def decode_all(
     raw: RawMap, one: Callable[[bytes, Sequence[bytes]], _R]
 ) -> tuple[tuple[_R, ...], int]:
     out: list[_R] = []
@@ -362,25 +365,6 @@ def _decode_all(
         except ValueError:
             errors += 1
     return tuple(out), errors
-
-
-def decode(maps: Mapping[str, RawMap]) -> Decoded:
-    """All maps the loader read, decoded; bad entries are counted, not fatal."""
-    vcpus, e1 = _decode_all(maps.get("vcpus", ()), lambda k, v: decode_vcpu(k, v[0]))
-    events, e2 = _decode_all(maps.get("events", ()), decode_event)
-    exits, e3 = _decode_all(maps.get("exits", ()), decode_exit)
-    io, e4 = _decode_all(maps.get("io", ()), decode_io)
-    from vprof.hot import decode_hot  # it builds on this module's records
-
-    hot, e5 = decode_hot(maps.get("hot", ()))  # counted per thread (probes/count.h)
-    return Decoded(
-        vcpus=vcpus,
-        events=events + tuple(hot),
-        exits=exits,
-        io=io,
-        overflows=decode_overflow(maps.get("overflow", ())),
-        errors=e1 + e2 + e3 + e4 + e5,
-    )
 
 
 def maps_to_json(maps: Mapping[str, RawMap]) -> dict[str, list[list[object]]]:

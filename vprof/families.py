@@ -1,0 +1,40 @@
+"""Probe family names and label granularities: the names users type.
+
+Re-exported by vprof/model.py, the usual place to import them from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Probe families: each compiles and attaches on its own and is switched off on
+# its own (vprof/bpf/).  Config files and `--families` use these names.
+PROBE_FAMILIES: tuple[str, ...] = ("exits", "io", "vmm", "privileged", "memory", "sched")
+
+
+class UnknownFamilies(ValueError):
+    """Probe family names that are not in PROBE_FAMILIES (in the order given)."""
+
+    def __init__(self, unknown: tuple[str, ...]) -> None:
+        super().__init__(f"unknown probe families: {', '.join(unknown)}")
+        self.unknown = unknown
+
+
+def parse_families(value: str | Iterable[str]) -> tuple[str, ...]:
+    """The one rule for probe family lists: "a, b" or ["a", "b"] -> ("a", "b").
+
+    In a string, names are stripped and blanks dropped; a list's names are
+    taken as given.  Repeats are kept once, order is kept; UnknownFamilies if
+    a name is not a family.  An empty result is the caller's to judge.
+    """
+    if isinstance(value, str):
+        value = [n.strip() for n in value.split(",") if n.strip()]
+    names = tuple(dict.fromkeys(value))
+    unknown = tuple(n for n in names if n not in PROBE_FAMILIES)
+    if unknown:
+        raise UnknownFamilies(unknown)
+    return names
+
+
+# Label detail of the exported series (`vprof daemon --granularity`).
+GRANULARITIES: tuple[str, ...] = ("vm", "vcpu", "full")
