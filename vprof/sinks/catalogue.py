@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from vprof.markdown import table
+
 MetricType = Literal["counter", "gauge", "histogram", "info"]
 
 # When a family is emitted (the `detail` column of docs/metrics.md).
@@ -27,6 +29,8 @@ TOP_K = "top-K"  # per VM, the top K label values; the rest summed into "other"
 VCPU = "vcpu"  # only with granularity "vcpu" or "full"
 TIMING = "exit timing"  # only on hosts where kvm_exit/kvm_entry give handling times
 BPF_STATS = "bpf_stats"  # only with bpf_stats = true (kernel.bpf_stats_enabled)
+KVM_STATS = "kvm stats"  # only for VMs whose KVM binary statistics vprof can reach
+PERF = "perf source"  # only with the perf source
 
 OTHER = "other"  # label value that sums everything past the top-K cap
 
@@ -60,6 +64,13 @@ METRICS: tuple[Metric, ...] = (
         "Identity of a VM vprof tracks: sanitised name, UUID, VMM, vCPU count and host PID. "
         "Join on the vm label.",
         ("vm", "uuid", "vmm", "vcpus", "pid"),
+    ),
+    Metric(
+        "vprof_vm_advice_info",
+        "info",
+        "Advice rules that match a VM now (`vprof advise`, docs/advice.md): at most "
+        "three per VM, best first; bucket is where the overhead the rule addresses is charged.",
+        ("vm", "rule", "bucket"),
     ),
     Metric(
         "vprof_vm_events_total",
@@ -256,6 +267,61 @@ METRICS: tuple[Metric, ...] = (
         "/proc entries the last inventory refresh could not read (raced exits, permissions).",
         (),
     ),
+    # --- snapshot source and KVM binary statistics (both sources) -----------
+    Metric(
+        "vprof_source_info",
+        "info",
+        'Which snapshot source is in use: source="bpf" (compiled probes) or "perf" '
+        "(perf tracepoint counters and /proc; no exit timing, ledger split, per-address "
+        "detail or wake-ups: those series are absent, never 0).",
+        ("source",),
+    ),
+    Metric(
+        "vprof_perf_exits_over_bound_total",
+        "counter",
+        "Perf source: exits whose reason has no counter of its own (beyond the per-reason "
+        'bound); also counted per VM as reason="over_bound".',
+        (),
+        detail=PERF,
+    ),
+    Metric(
+        "vprof_perf_counters",
+        "gauge",
+        "Perf source: perf_event file descriptors open (one per counter per vCPU thread).",
+        (),
+        detail=PERF,
+    ),
+    Metric(
+        "vprof_vm_kvm_stat_total",
+        "counter",
+        "KVM's own cumulative statistics of a VM (KVM_GET_STATS_FD; the VM's plus its vCPUs' "
+        "sum), by the kernel's stat name, e.g. exits, halt_exits, mmio_exits, "
+        "halt_poll_success_ns. Values in the stat's own unit (an _ns stat is nanoseconds).",
+        ("vm", "stat"),
+        detail=KVM_STATS,
+    ),
+    Metric(
+        "vprof_vm_kvm_stat_value",
+        "gauge",
+        "KVM's instant and peak statistics of a VM (e.g. pages_4k, max_mmu_rmap_size).",
+        ("vm", "stat"),
+        detail=KVM_STATS,
+    ),
+    Metric(
+        "vprof_vm_kvm_halt_seconds",
+        "histogram",
+        "KVM's halt_*_hist of a VM's vCPUs, summed: phase poll_success, poll_fail or wait.",
+        ("vm", "phase"),
+        unit="seconds",
+        detail=KVM_STATS,
+    ),
+    Metric(
+        "vprof_vm_kvm_stats_reachable",
+        "gauge",
+        '1 when vprof reads the VM\'s KVM statistics (route "pidfd" or "qmp"), 0 when no '
+        "route reaches them (why: `vprof vms`/the daemon log).",
+        ("vm", "route"),
+    ),
     Metric(
         "vprof_last_snapshot_success",
         "gauge",
@@ -292,6 +358,8 @@ _DETAIL_TEXT = {
     VCPU: "granularity `vcpu` or `full`",
     TIMING: "hosts with kvm_exit/kvm_entry timing",
     BPF_STATS: "`bpf_stats = true`",
+    KVM_STATS: "VMs whose KVM statistics are reachable (a held stats fd or QMP)",
+    PERF: "the perf source",
 }
 
 _HEADER = """\
@@ -308,14 +376,16 @@ get the UUID, VMM and vCPU count.  Label values:
 - `bucket`: `privileged`, `memory`, `io`, `context_switch`, `unclassified`
   (and `none` on `*_time_seconds_total` for time that is not overhead).
 - `category`: the ledger categories of vprof/model.py (`guest`, `in_kvm_run`,
-  `kernel_<bucket>`, `vmm_userspace`, `runqueue`, `halted`, `unattributed`).
+  `kernel_<bucket>`, `vmm_userspace` (the VMM's userspace running), `vmm_blocked`
+  (the VMM's userspace blocked: I/O time, not CPU), `runqueue`, `halted`,
+  `unattributed`).
 - `other`: where a family is capped at the top K label values per VM, the rest
   are summed into one series whose capped label is `other`.
 
-Cardinality at the default granularity is bounded per VM: about 42 series per
-VM, plus 70 for the handling-time histograms on hosts with exit timing (500
-VMs: ~21,000 or ~56,000 series; see bench/scrape.py).  `granularity = "vcpu"`
-adds about 18 series per vCPU and `"full"` also removes the top-K caps.
+Cardinality at the default granularity is bounded per VM: about 42 series per VM, plus 70
+for the handling-time histograms on hosts with exit timing (500 VMs: ~21,000 or ~56,000
+series; see bench/scrape.py), plus 42 for KVM's halt histograms where reachable.
+`granularity = "vcpu"` adds about 18 series per vCPU and `"full"` also removes the top-K caps.
 Histogram buckets (`le`) are the kernel's log2 nanosecond slots merged in
 steps of 4x, from 1 µs to about 1 s, converted to seconds.
 """
@@ -323,12 +393,17 @@ steps of 4x, from 1 µs to about 1 s, converted to seconds.
 
 def render_markdown() -> str:
     """docs/metrics.md, from METRICS."""
-    lines = [_HEADER, "| Metric | Type | Labels | Emitted | Help |", "|---|---|---|---|---|"]
-    for m in METRICS:
-        labels = ", ".join(f"`{label}`" for label in m.labels) or "-"
-        help_text = m.help.replace("|", "\\|")
-        detail = _DETAIL_TEXT[m.detail]
-        lines.append(f"| `{m.name}` | {m.type} | {labels} | {detail} | {help_text} |")
+    rows = [
+        (
+            f"`{m.name}`",
+            m.type,
+            ", ".join(f"`{label}`" for label in m.labels) or "-",
+            _DETAIL_TEXT[m.detail],
+            m.help,
+        )
+        for m in METRICS
+    ]
+    lines = [_HEADER, *table(("Metric", "Type", "Labels", "Emitted", "Help"), rows)]
     return "\n".join(lines) + "\n"
 
 

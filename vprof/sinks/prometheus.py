@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import platform
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,13 +29,19 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from vprof import __version__
+from vprof import __version__, sanitize
 from vprof.model import Bucket, Ledger, Snapshot, VcpuStat, VmStat, bucket_of
 from vprof.sinks.catalogue import BY_NAME, OTHER
 from vprof.sinks.catalogue import Metric as CatalogueMetric
+from vprof.sinks.kvmstats import kvm_stat_families, source_families
+from vprof.sources.absent import (
+    ABSENT_IO_ADDRESSES,
+    ABSENT_LEDGER_SPLIT,
+    ABSENT_WAKEUPS,
+    PERF_LEDGER,
+)
 
 Granularity = Literal["vm", "vcpu", "full"]
-GRANULARITIES: tuple[str, ...] = ("vm", "vcpu", "full")
 
 NS_PER_S = 1e9
 # Histogram `le` bounds: log2 ns slots merged 4x at a time, 1 µs .. ~1 s.
@@ -118,24 +124,20 @@ class SnapshotCollector(Collector):
 def snapshot_families(snap: Snapshot, options: ExportOptions) -> Iterator[Metric]:
     """The families that change only when the snapshot (or the options) do."""
     yield from _self_families(snap)
-    vms = list(zip(_unique_names(snap.vms), snap.vms, strict=True))
-    yield from _vm_families(vms, snap.exit_timing, options)
+    yield from source_families(snap)
+    names = sanitize.unique_names((vm.name, vm.pid) for vm in snap.vms)
+    vms = list(zip(names, snap.vms, strict=True))
+    yield from _vm_families(vms, snap, options)
+    yield from kvm_stat_families(vms)
     if options.per_vcpu:
-        yield from _vcpu_families(vms)
+        yield from _vcpu_families(vms, snap)
 
 
-def _unique_names(vms: Iterable[VmStat]) -> list[str]:
-    # Two VMs may share a sanitised name; label sets must stay unique, even
-    # when a VM owner names theirs like a renamed duplicate ("web~123").
-    seen: set[str] = set()
-    out = []
-    for vm in vms:
-        name = vm.name
-        while name in seen:
-            name = f"{name}~{vm.pid}"
-        seen.add(name)
-        out.append(name)
-    return out
+def _measured(snap: Snapshot) -> Callable[[str], bool]:
+    """Which ledger categories the source measures: the others get no series."""
+    if snap.lacks(ABSENT_LEDGER_SPLIT):
+        return lambda category: category in PERF_LEDGER
+    return lambda category: True
 
 
 def daemon_families(state: ExportState) -> Iterator[Metric]:
@@ -193,11 +195,8 @@ def _self_families(snap: Snapshot) -> Iterator[Metric]:
     yield _scalar("vprof_proc_unreadable_entries", snap.unreadable_proc_entries)
 
 
-def _ledger_bucket(category: str) -> str:
-    try:
-        bucket = bucket_of(Ledger(category))
-    except ValueError:  # a category this build does not know: not charged
-        return "none"
+def _ledger_bucket(category: Ledger) -> str:
+    bucket = bucket_of(category)
     return "none" if bucket is None else bucket.value
 
 
@@ -223,9 +222,11 @@ def top_k(
 
 
 def _vm_families(
-    vms: list[tuple[str, VmStat]], exit_timing: bool, opts: ExportOptions
+    vms: list[tuple[str, VmStat]], snap: Snapshot, opts: ExportOptions
 ) -> Iterator[Metric]:
+    measured = _measured(snap)
     vm_info = info("vprof_vm_info")
+    advice = info("vprof_vm_advice_info")
     events = counter("vprof_vm_events_total")
     reasons = counter("vprof_vm_reason_events_total")
     ledger = counter("vprof_vm_time_seconds_total")
@@ -241,19 +242,25 @@ def _vm_families(
                 "pid": str(vm.pid),
             },
         )
+        for a in vm.advice:
+            advice.add_metric([], {"vm": name, "rule": a.rule, "bucket": a.bucket.value})
         for bucket, count in vm.events_by_bucket().items():
             events.add_metric([name, bucket.value], count)
         by_reason: dict[Key, int] = {(r.bucket.value, r.isa, r.reason): r.count for r in vm.reasons}
         for (bucket_name, isa, reason), count in top_k(by_reason, opts.cap, lambda k: k[:1]):
             reasons.add_metric([name, bucket_name, isa, reason], count)
         for category, ns in vm.ledger_total().items():
-            ledger.add_metric([name, category, _ledger_bucket(category)], ns / NS_PER_S)
+            if measured(category):
+                ledger.add_metric([name, category, _ledger_bucket(category)], ns / NS_PER_S)
         wall.add_metric([name], vm.wall_ns() / NS_PER_S)
-    yield from (vm_info, events, reasons, ledger, wall)
-    if exit_timing:
+    yield from (vm_info, advice, events, reasons, ledger, wall)
+    if snap.exit_timing:
         yield _handling_histograms(vms)
-    yield from _io_families(vms, opts)
-    yield from _sched_families(vms)
+    if snap.lacks(ABSENT_IO_ADDRESSES):
+        yield _io_from_reasons(vms)
+    else:
+        yield from _io_families(vms, opts)
+    yield from _sched_families(vms, not snap.lacks(ABSENT_WAKEUPS))
 
 
 def _handling_histograms(vms: list[tuple[str, VmStat]]) -> Metric:
@@ -295,7 +302,19 @@ def _io_families(vms: list[tuple[str, VmStat]], opts: ExportOptions) -> Iterator
     yield from (accesses, nbytes, addresses)
 
 
-def _sched_families(vms: list[tuple[str, VmStat]]) -> Iterator[Metric]:
+def _io_from_reasons(vms: list[tuple[str, VmStat]]) -> Metric:
+    """Accesses by kind and direction from per-direction counters (the perf
+    source): no sizes and no addresses, so no bytes or address series."""
+    accesses = counter("vprof_vm_io_accesses_total")
+    for name, vm in vms:
+        for r in vm.reasons:
+            if r.reason in ("kvm_pio", "kvm_mmio"):
+                for direction, n in sorted(r.details.items()):
+                    accesses.add_metric([name, r.reason.removeprefix("kvm_"), direction], n)
+    return accesses
+
+
+def _sched_families(vms: list[tuple[str, VmStat]], with_wakeups: bool) -> Iterator[Metric]:
     wait = counter("vprof_vm_runqueue_wait_seconds_total")
     preempt = counter("vprof_vm_preemptions_total")
     voluntary = counter("vprof_vm_voluntary_switches_total")
@@ -305,28 +324,30 @@ def _sched_families(vms: list[tuple[str, VmStat]]) -> Iterator[Metric]:
         preempt.add_metric([name], sum(v.preemptions for v in vm.vcpus))
         voluntary.add_metric([name], sum(v.voluntary_switches for v in vm.vcpus))
         wakeups.add_metric([name], sum(v.wakeups for v in vm.vcpus))
-    yield from (wait, preempt, voluntary, wakeups)
+    yield from (wait, preempt, voluntary) + ((wakeups,) if with_wakeups else ())
 
 
 def _vcpu_label(v: VcpuStat) -> str:
     return "unmapped" if v.index is None else str(v.index)
 
 
-def _vcpu_families(vms: list[tuple[str, VmStat]]) -> Iterator[Metric]:
+def _vcpu_families(vms: list[tuple[str, VmStat]], snap: Snapshot) -> Iterator[Metric]:
+    measured = _measured(snap)
     ledger = counter("vprof_vcpu_time_seconds_total")
     events = counter("vprof_vcpu_events_total")
     wait = counter("vprof_vcpu_runqueue_wait_seconds_total")
     preempt = counter("vprof_vcpu_preemptions_total")
     for name, vm in vms:
         # Threads without an index (or a restarted vCPU thread) share a label: sum them.
-        time: dict[tuple[str, str], int] = defaultdict(int)
+        time: dict[tuple[str, Ledger], int] = defaultdict(int)
         counts: dict[tuple[str, str], int] = defaultdict(int)
         waits: dict[str, int] = defaultdict(int)
         preempts: dict[str, int] = defaultdict(int)
         for v in vm.vcpus:
             label = _vcpu_label(v)
             for category, ns in v.ledger.items():
-                time[label, category] += ns
+                if measured(category):
+                    time[label, category] += ns
             for bucket in Bucket:
                 counts[label, bucket.value] += v.events.get(bucket.value, 0)
             waits[label] += v.runqueue_wait_ns

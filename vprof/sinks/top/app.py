@@ -1,6 +1,6 @@
 """The live loop of `vprof top`: snapshots from a thread, keys and frames here.
 
-Snapshots come from any vprof.model.SnapshotSource, iterated in a daemon
+Snapshots come from any vprof.sources.SnapshotSource, iterated in a daemon
 thread (a source blocks for its interval) and handed over through a queue,
 so keys are answered within a tenth of a second whatever the interval.
 """
@@ -12,11 +12,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from vprof.model import Snapshot, SnapshotSource
+from vprof.model import Snapshot
 from vprof.sinks.top.screen import compose
 from vprof.sinks.top.state import UiState, handle_key
 from vprof.sinks.top.stream import Stream
 from vprof.sinks.top.terminal import Terminal
+from vprof.sources import SnapshotSource
 
 KEY_POLL_S = 0.1
 

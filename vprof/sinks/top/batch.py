@@ -13,13 +13,15 @@ import json
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from vprof.model import Bucket, Snapshot, SnapshotSource, VmStat
+from vprof.model import Bucket, Snapshot, VmStat
 from vprof.sinks.top.drill import vcpu_values
 from vprof.sinks.top.host import host_fields, host_summary
 from vprof.sinks.top.screen import compose
 from vprof.sinks.top.state import UiState
 from vprof.sinks.top.stream import Stream
-from vprof.sinks.top.view import interval_seconds, select_rows, vm_row
+from vprof.sinks.top.view import NA, interval_seconds, select_rows, vm_row
+from vprof.sources import SnapshotSource
+from vprof.sources.absent import ABSENT_IO_ADDRESSES
 
 PLAIN_WIDTH = 160  # wide enough for every column, so scripts see them all
 
@@ -71,7 +73,10 @@ def _selected(delta: Snapshot, ui: UiState) -> list[VmStat]:
         vm = delta.vm(ui.drill)
         return [vm] if vm is not None else []
     rows = select_rows(
-        [vm_row(vm, secs) for vm in delta.vms], ui.sort_key, ui.descending, ui.name_filter
+        [vm_row(vm, secs, delta.absent) for vm in delta.vms],
+        ui.sort_key,
+        ui.descending,
+        ui.name_filter,
     )
     return [by_key[r.key] for r in rows]
 
@@ -80,7 +85,7 @@ def json_record(delta: Snapshot, ui: UiState, host_cpus: int) -> dict[str, Any]:
     secs = interval_seconds(delta)
     vms: list[dict[str, Any]] = []
     for vm in _selected(delta, ui):
-        values = vm_row(vm, secs).values
+        values = vm_row(vm, secs, delta.absent).values
         row: dict[str, Any] = {f: values.get(f) for f in VM_FIELDS}
         row["reasons"] = [
             {
@@ -93,23 +98,30 @@ def json_record(delta: Snapshot, ui: UiState, host_cpus: int) -> dict[str, Any]:
             for r in sorted(vm.reasons, key=lambda r: -r.count)
             if r.count > 0
         ]
-        row["io"] = [
-            {
-                "kind": s.kind,
-                "direction": s.direction,
-                "address": s.address,
-                "size": s.size,
-                "count": s.count,
-            }
-            for s in sorted(vm.io, key=lambda s: -s.count)
-            if s.count > 0
-        ]
+        row["io"] = (
+            NA
+            if delta.lacks(ABSENT_IO_ADDRESSES)
+            else [
+                {
+                    "kind": s.kind,
+                    "direction": s.direction,
+                    "address": s.address,
+                    "size": s.size,
+                    "count": s.count,
+                }
+                for s in sorted(vm.io, key=lambda s: -s.count)
+                if s.count > 0
+            ]
+        )
         if ui.drill is not None:
-            row["vcpu_stats"] = vcpu_values(vm, secs)
+            row["vcpu_stats"] = vcpu_values(vm, secs, delta.absent)
         vms.append(row)
     return {
         "timestamp": delta.timestamp,
-        "host": host_fields(host_summary(delta, host_cpus)),
+        "host": {
+            **host_fields(host_summary(delta, host_cpus)),
+            "not_available": sorted(delta.absent),
+        },
         "vms": vms,
     }
 
@@ -132,7 +144,7 @@ def run_batch(
         elif writer is not None:
             secs = interval_seconds(delta)
             for vm in _selected(delta, ui):
-                values = vm_row(vm, secs).values
+                values = vm_row(vm, secs, delta.absent).values
                 writer.writerow([delta.timestamp, secs, *(_csv(values.get(f)) for f in VM_FIELDS)])
         else:
             if n:

@@ -12,10 +12,11 @@ from typing import TextIO
 
 import click
 
-from vprof.model import PROBE_FAMILIES, SnapshotSource
+from vprof.model import PROBE_FAMILIES, UnknownFamilies, parse_families
 from vprof.sinks.top.state import UiState
 from vprof.sinks.top.stream import PrimedSource
 from vprof.sinks.top.view import COLUMN_KEYS, compile_filter
+from vprof.sources import SnapshotSource
 
 
 @dataclass(frozen=True)
@@ -96,34 +97,36 @@ def _progress(message: str) -> None:
 def _families(text: str | None) -> frozenset[str] | None:
     if text is None:
         return None
-    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    try:
+        names = frozenset(parse_families(text))
+    except UnknownFamilies as e:
+        unknown = sorted(e.unknown)
+        raise _fail(
+            f"unknown probe families {unknown}; known: {', '.join(PROBE_FAMILIES)}"
+        ) from None
     if not names:  # as `vprof daemon --families` says: a view with no probes shows nothing
         raise _fail("--families must name at least one probe family")
-    unknown = sorted(names - set(PROBE_FAMILIES))
-    if unknown:
-        raise _fail(f"unknown probe families {unknown}; known: {', '.join(PROBE_FAMILIES)}")
     return names
 
 
 @contextlib.contextmanager
-def open_profiler(families: frozenset[str] | None) -> Iterator[SnapshotSource]:
+def open_profiler(families: frozenset[str] | None, kind: str = "auto") -> Iterator[SnapshotSource]:
+    from vprof.sources.select import SourceOptions, open_source
+
     try:
-        # The pipeline may be absent in a partial checkout; then only top fails.
-        from vprof.profiler import (  # type: ignore[import-not-found,unused-ignore]
-            Profiler,
-            ProfilerConfig,
-        )
-    except ImportError as exc:
-        raise click.ClickException(f"the live pipeline is not available: {exc}") from None
-    try:
-        profiler = Profiler(ProfilerConfig(families=families))
+        profiler, _why = open_source(kind, SourceOptions(families=families))
     except Exception as exc:  # bcc, permissions, kernel: say it in one line
         raise click.ClickException(
             f"cannot start the profiler: {exc} (vprof top needs root, bcc and tracefs; "
             "`make setup` installs them)"
         ) from None
+    # The root command may hand a wrapper (vprof/cli.py: advice for the drill-down),
+    # since rooms above the sinks may not be imported from here.
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
+    wrap = root.get("wrap_source") if isinstance(root, dict) else None
     with profiler:
-        yield profiler
+        yield wrap(profiler) if wrap is not None else profiler
 
 
 EPILOG = """\b
@@ -183,6 +186,14 @@ the view itself costs a few ms of CPU per interval.
     help="Column to sort by (descending for numbers).",
 )
 @click.option("--families", metavar="LIST", help="Probe families to attach (comma-separated).")
+@click.option(
+    "--source",
+    "source_kind",
+    type=click.Choice(("auto", "bpf", "perf")),
+    default="auto",
+    show_default=True,
+    help="bpf, perf (no compiler needed; shows n/a for what it lacks), or auto.",
+)
 @click.option("--no-color", is_flag=True, help="Plain monochrome output.")
 def top(
     interval: float,
@@ -193,6 +204,7 @@ def top(
     name_filter: str | None,
     sort: str,
     families: str | None,
+    source_kind: str,
     no_color: bool,
 ) -> None:
     """Live per-VM view of virtualization overhead, like top.
@@ -217,15 +229,17 @@ def top(
         color=not no_color and "NO_COLOR" not in os.environ,
     )
     make_ui(opts)  # bad options fail before the probes are loaded
-    _run_live(opts, _families(families), interactive)
+    _run_live(opts, _families(families), interactive, source_kind)
 
 
-def _run_live(opts: TopOptions, families: frozenset[str] | None, interactive: bool) -> None:
+def _run_live(
+    opts: TopOptions, families: frozenset[str] | None, interactive: bool, kind: str = "auto"
+) -> None:
     """Attach the probes and run top on them; Ctrl-C and a closed pipe end it quietly."""
     if interactive:
         _progress("vprof top: loading the BPF probes and taking a first snapshot…")
     try:
-        with open_profiler(families) as source:
+        with open_profiler(families, kind) as source:
             run_top(source, opts, sys.stdout, interactive, os.cpu_count() or 1)
     except click.ClickException:
         _progress("")

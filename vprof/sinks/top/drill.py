@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from vprof import sanitize
 from vprof.model import HIST_SLOTS, Bucket, ReasonStat, SlowExit, VmStat
 from vprof.sinks.top import explain
-from vprof.sinks.top.view import Column, Value, ledger_shares, rates, vcpu_events_by_bucket
+from vprof.sinks.top.view import NA, Column, Value, ledger_shares, rates, vcpu_events_by_bucket
+from vprof.sources.absent import ABSENT_WAKEUPS
 
 VCPU_COLUMNS: tuple[Column, ...] = (
     Column("vcpu", "VCPU", 5, 0, "text", "vCPU index (? if not yet mapped)"),
@@ -65,6 +66,8 @@ class Drill:
     slow: tuple[SlowExit, ...]  # slowest first
     explanation: str | None  # taxonomy's one line for the top reason
     remedy: str | None  # what reduces the top reason's bucket
+    absent: frozenset[str] = frozenset()  # figures the source cannot give
+    advice: str | None = None  # the VM's top advice rule and its remedy, when a source adds advice
 
 
 def hist_percentile_ns(hist: Sequence[int], q: float) -> int | None:
@@ -98,17 +101,19 @@ def reason_row(r: ReasonStat, seconds: float | None) -> ReasonRow:
     )
 
 
-def vcpu_values(vm: VmStat, seconds: float | None) -> list[dict[str, Value]]:
+def vcpu_values(
+    vm: VmStat, seconds: float | None, absent: frozenset[str] = frozenset()
+) -> list[dict[str, Value]]:
     out: list[dict[str, Value]] = []
     for v in sorted(vm.vcpus, key=lambda v: (v.index is None, v.index or 0, v.tid)):
         counts = vcpu_events_by_bucket(v)
         row: dict[str, Value] = {
             "vcpu": "?" if v.index is None else str(v.index),
             "tid": v.tid,
-            **ledger_shares(v.ledger, v.wall_ns),
+            **ledger_shares(v.ledger, v.wall_ns, absent),
             **rates(counts, seconds),
             "preemptions": v.preemptions,
-            "wakeups": v.wakeups,
+            "wakeups": NA if ABSENT_WAKEUPS in absent else v.wakeups,
         }
         out.append(row)
     return out
@@ -121,7 +126,11 @@ def slowest(exits: Iterable[SlowExit], limit: int) -> tuple[SlowExit, ...]:
 
 
 def drill(
-    vm: VmStat, seconds: float | None, slow_since_reset: Iterable[SlowExit] = (), limit: int = 5
+    vm: VmStat,
+    seconds: float | None,
+    slow_since_reset: Iterable[SlowExit] = (),
+    limit: int = 5,
+    absent: frozenset[str] = frozenset(),
 ) -> Drill:
     """The drill-down of `vm` (a VM of a delta snapshot over `seconds`)."""
     reasons = sorted((r for r in vm.reasons if r.count > 0), key=lambda r: (-r.count, r.reason))
@@ -134,7 +143,7 @@ def drill(
         vmm=sanitize.display(vm.vmm, 20),
         name_source=sanitize.display(vm.name_source, 30),
         vcpu_count=vm.vcpu_count,
-        vcpus=tuple(vcpu_values(vm, seconds)),
+        vcpus=tuple(vcpu_values(vm, seconds, absent)),
         reasons=tuple(reason_row(r, seconds) for r in reasons[:limit]),
         io=tuple(
             IoRow(
@@ -150,4 +159,13 @@ def drill(
         slow=slowest((*vm.slow_exits, *slow_since_reset), limit),
         explanation=explain.reason_line(top.isa, top.reason) if top else None,
         remedy=explain.remedy_line(top.bucket) if top else None,
+        absent=absent,
+        advice=_advice_line(vm),
     )
+
+
+def _advice_line(vm: VmStat) -> str | None:
+    if not vm.advice:
+        return None
+    a = vm.advice[0]
+    return sanitize.display(f"{a.rule} ({a.status}): {a.summary}", 160)

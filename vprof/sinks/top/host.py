@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from vprof import sanitize
 from vprof.model import OVERHEAD_BUCKETS, Bucket, Ledger, Snapshot, bucket_of
-from vprof.sinks.top.view import interval_seconds
+from vprof.sinks.top.view import NA, interval_seconds
+from vprof.sources.absent import ABSENT_LEDGER_SPLIT
 
 
 @dataclass(frozen=True)
@@ -20,12 +21,13 @@ class HostSummary:
     events_per_s: Mapping[Bucket, float | None]
     # Share of the host's CPU capacity (host_cpus x interval) per bucket, in %.
     # Run-queue wait is waiting, not CPU use, so it is left out here.
-    cpu_pct: Mapping[Bucket, float | None]
-    guest_cpu_pct: float | None
+    cpu_pct: Mapping[Bucket, float | str | None]  # NA without the ledger split
+    guest_cpu_pct: float | str | None
     probes_on: tuple[str, ...]
     probes_off: tuple[tuple[str, str], ...]  # (family, why)
     events_lost: int
     decode_errors: int
+    source: str = "bpf"
 
     def total_events_per_s(self) -> float | None:
         if self.interval_s is None:
@@ -45,15 +47,13 @@ def _cpu_ns(snap: Snapshot) -> tuple[float, dict[Bucket, float]]:
     for vm in snap.vms:
         for v in vm.vcpus:
             scale = min(1.0, snap.interval_ns / v.wall_ns) if v.wall_ns > 0 else 1.0
-            for cat, value in v.ledger.items():
-                try:
-                    cat_l = Ledger(cat)
-                except ValueError:
-                    continue
-                bucket = bucket_of(cat_l)
-                if cat_l in (Ledger.GUEST, Ledger.IN_KVM_RUN):
+            for cat in Ledger:
+                value = v.ledger.get(cat, 0)
+                bucket = bucket_of(cat)
+                if cat in (Ledger.GUEST, Ledger.IN_KVM_RUN):
                     guest += value * scale
-                elif bucket is not None and cat_l is not Ledger.RUNQUEUE:
+                # waiting is not CPU: run-queue waits, the VMM blocked
+                elif bucket is not None and cat not in (Ledger.RUNQUEUE, Ledger.VMM_BLOCKED):
                     ns[bucket] += value * scale
     return guest, ns
 
@@ -65,6 +65,7 @@ def host_summary(snap: Snapshot, host_cpus: int) -> HostSummary:
         for b, c in vm.events_by_bucket().items():
             counts[b] += c
     guest_ns, ns = _cpu_ns(snap)
+    split = not snap.lacks(ABSENT_LEDGER_SPLIT)
     capacity = snap.interval_ns * max(1, host_cpus)
     return HostSummary(
         timestamp=snap.timestamp,
@@ -73,15 +74,22 @@ def host_summary(snap: Snapshot, host_cpus: int) -> HostSummary:
         interval_s=secs,
         vm_count=len(snap.vms),
         events_per_s={b: (counts[b] / secs if secs else None) for b in Bucket},
-        cpu_pct={b: (100.0 * ns[b] / capacity if capacity > 0 else None) for b in Bucket},
-        guest_cpu_pct=100.0 * guest_ns / capacity if capacity > 0 else None,
+        cpu_pct={b: _share(ns[b], capacity, split) for b in Bucket},
+        guest_cpu_pct=_share(guest_ns, capacity, split),
         probes_on=tuple(p.family for p in snap.probes if p.attached),
         probes_off=tuple(
             (p.family, sanitize.display(p.reason, 60)) for p in snap.probes if not p.attached
         ),
         events_lost=snap.events_lost,
         decode_errors=snap.decode_errors,
+        source=snap.source,
     )
+
+
+def _share(ns: float, capacity: float, split: bool) -> float | str | None:
+    if not split:
+        return NA
+    return 100.0 * ns / capacity if capacity > 0 else None
 
 
 def host_fields(h: HostSummary) -> dict[str, object]:
@@ -99,6 +107,7 @@ def host_fields(h: HostSummary) -> dict[str, object]:
     out["guest_cpu_pct"] = h.guest_cpu_pct
     out["probes_on"] = list(h.probes_on)
     out["probes_off"] = [{"family": f, "reason": r} for f, r in h.probes_off]
+    out["source"] = h.source
     out["events_lost"] = h.events_lost
     out["decode_errors"] = h.decode_errors
     return out

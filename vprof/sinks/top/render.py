@@ -113,6 +113,7 @@ def header_lines(host: HostSummary | None, since: str = "") -> list[Text]:
     first = line(
         ("vprof top", "bold"),
         f" {clock}  every {every}  VMs {host.vm_count}  {host.backend}, {timing}",
+        *([("  perf source: n/a = not measured", "yellow")] if host.source == "perf" else []),
     )
     ev: list[tuple[str, str] | str] = [("events/s", "bold"), f" {_num(host.total_events_per_s())}"]
     cpu: list[tuple[str, str] | str] = [("host CPU", "bold"), f" guest {_pct(host.guest_cpu_pct)}"]
@@ -200,7 +201,9 @@ def _num(v: float | None) -> str:
     return "-" if v is None else human(v)
 
 
-def _pct(v: float | None) -> str:
+def _pct(v: float | str | None) -> str:
+    if isinstance(v, str):
+        return v  # NA: the source does not measure it
     return "-" if v is None else f"{v:.1f}%"
 
 

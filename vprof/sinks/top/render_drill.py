@@ -13,6 +13,7 @@ from vprof.sinks.top.host import HostSummary
 from vprof.sinks.top.render import header_lines, line, status_line, table, to_text
 from vprof.sinks.top.state import UiState
 from vprof.sinks.top.view import BUCKET_TITLE, Column, Value, fit_columns
+from vprof.sources.absent import ABSENT_EXIT_TIMING, ABSENT_IO_ADDRESSES
 
 REASON_COLUMNS: tuple[Column, ...] = (
     Column("reason", "REASON", 20, 0, "text", ""),
@@ -38,6 +39,8 @@ SLOW_COLUMNS: tuple[Column, ...] = (
     Column("ms", "MS", 9, 0, "num", ""),
     Column("when", "AT", 8, 2, "text", "wall clock of the exit"),
 )
+
+NOT_WITH_PERF = "not available with the perf source"
 
 
 def _us(v: float | None) -> str:
@@ -106,6 +109,8 @@ def drill_parts(
     d: Drill, width: int, now: tuple[int, float], exit_timing: bool
 ) -> list[RenderableType]:
     timing = "" if exit_timing else "  (no exit timing on this backend: no handling times)"
+    if ABSENT_EXIT_TIMING in d.absent:
+        timing = f"  (handling times {NOT_WITH_PERF})"
     parts: list[RenderableType] = [
         line(
             ("VM ", "bold"),
@@ -117,13 +122,19 @@ def drill_parts(
         _section("Top reasons", timing),
     ]
     parts += _reason_parts(d, width)
+    if d.advice:  # the VM's top advice rule, even in an interval without events
+        parts.append(line(("advice: ", "bold"), d.advice))
     parts.append(_section("Busiest I/O ports and MMIO addresses"))
     io_cols = fit_columns(IO_COLUMNS, width, flex=None, flex2=None)
-    parts.append(_table_or(io_cols, map(io_values, d.io), "no port or MMIO accesses this interval"))
+    no_io = "no port or MMIO accesses this interval"
+    if ABSENT_IO_ADDRESSES in d.absent:
+        no_io = f"per-port and per-address counts: {NOT_WITH_PERF}"
+    parts.append(_table_or(io_cols, map(io_values, d.io), no_io))
     parts.append(_section("Slowest exits sampled", " (since reset)"))
     slow_cols = fit_columns(SLOW_COLUMNS, width, flex="reason", flex_max=32, flex2=None)
     slow_rows = (slow_values(s, *now) for s in d.slow)
-    parts.append(_table_or(slow_cols, slow_rows, "none over the threshold"))
+    no_slow = NOT_WITH_PERF if ABSENT_EXIT_TIMING in d.absent else "none over the threshold"
+    parts.append(_table_or(slow_cols, slow_rows, no_slow))
     return parts
 
 

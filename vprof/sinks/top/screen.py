@@ -53,7 +53,8 @@ def compose(
         d = None
         if vm is not None and delta is not None:
             limit = 5 if height is None or height >= DRILL_ROOMY else 3
-            d = drill(vm, interval_seconds(delta), stream.slow.get(vm.key, ()), limit)
+            slow = stream.slow.get(vm.key, ())
+            d = drill(vm, interval_seconds(delta), slow, limit, delta.absent)
             ui.drill_name = d.name
         now = (delta.monotonic_ns, delta.timestamp) if delta is not None else (0, 0.0)
         return render_drill(host, d, ui, width, height, color, now), visible

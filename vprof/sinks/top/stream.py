@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from vprof.model import SlowExit, Snapshot, SnapshotSource, diff
+from vprof.model import SlowExit, Snapshot, diff
+from vprof.sources import SnapshotSource
 
 SLOW_KEEP = 20  # slow exits kept per VM since reset
 
@@ -70,10 +71,13 @@ class PrimedSource:
         self._source = source
         self._interval = interval
         self._it: Iterator[Snapshot] | None = source.snapshots(interval)
-        self.first: Snapshot = next(self._it)
-        self._replayed = False
         take = getattr(source, "snapshot", None)
         self._take: Callable[[], Snapshot] | None = take if callable(take) else None
+        # A source that snapshots on demand gives its first one at once: the
+        # Profiler's first is a baseline (interval 0), so the first rates come
+        # one interval later, over a stretch every family was attached for.
+        self.first: Snapshot = self._take() if self._take else next(self._it)
+        self._replayed = False
         self.snapshot: Callable[[], Snapshot] | None = self._snapshot if self._take else None
 
     def _snapshot(self) -> Snapshot:

@@ -12,9 +12,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from vprof import sanitize
-from vprof.model import OVERHEAD_BUCKETS, Bucket, Ledger, Snapshot, VcpuStat, VmStat, bucket_of
+from vprof.model import OVERHEAD_BUCKETS, Bucket, Ledger, Snapshot, VcpuStat, VmStat, charging
+from vprof.sources.absent import ABSENT_LEDGER_SPLIT
 
 Value = str | int | float | None
+# What a figure the source does not measure shows (plain, CSV and JSON alike):
+# never 0, which would claim a measurement (Snapshot.absent).
+NA = "n/a"
+# Shares the perf source measures without the ledger split.
+MEASURED_WITHOUT_SPLIT = frozenset({"runqueue_pct"})
 
 # Short bucket labels used in titles and field names.
 BUCKET_TITLE: Mapping[Bucket, str] = {
@@ -78,34 +84,34 @@ def column(key: str) -> Column:
 # --- ledger shares ---------------------------------------------------------
 
 
-def ledger_shares(ledger: Mapping[str, int], wall_ns: int) -> dict[str, float | None]:
-    """Percent of `wall_ns` per displayed share; None when there is no wall time.
+def ledger_shares(
+    ledger: Mapping[Ledger, int], wall_ns: int, absent: frozenset[str] = frozenset()
+) -> dict[str, float | str | None]:
+    """Percent of `wall_ns` per displayed share; None when there is no wall time,
+    NA for the shares a source without the ledger split cannot measure.
 
-    A bucket's share is every ledger category that charges it (vprof.model.bucket_of),
+    A bucket's share is every ledger category that charges it (vprof.model.charging),
     so CSW% includes run-queue wait, which RUNQ% shows on its own.
     """
-    keys = [f"{b.value}_pct" for b in OVERHEAD_BUCKETS]
-    keys += ["guest_pct", "runqueue_pct", "halted_pct", "unclassified_pct", "unattributed_pct"]
+    groups = {f"{b.value}_pct": charging(b) for b in OVERHEAD_BUCKETS}
+    groups |= {
+        "guest_pct": (Ledger.GUEST, Ledger.IN_KVM_RUN),
+        "runqueue_pct": (Ledger.RUNQUEUE,),
+        "halted_pct": (Ledger.HALTED,),
+        "unclassified_pct": charging(Bucket.UNCLASSIFIED),
+        "unattributed_pct": (Ledger.UNATTRIBUTED,),
+    }
+    out: dict[str, float | str | None] = dict.fromkeys(groups, None)
+    shown = set(groups)
+    if ABSENT_LEDGER_SPLIT in absent:
+        out.update({k: NA for k in groups if k not in MEASURED_WITHOUT_SPLIT})
+        shown = set(MEASURED_WITHOUT_SPLIT)
     if wall_ns <= 0:
-        return dict.fromkeys(keys, None)
-    ns = {k: 0 for k in keys}
-    for cat, value in ledger.items():
-        try:
-            cat_l = Ledger(cat)
-        except ValueError:
-            continue  # a newer category this view does not know: shown nowhere
-        bucket = bucket_of(cat_l)
-        if cat_l in (Ledger.GUEST, Ledger.IN_KVM_RUN):
-            ns["guest_pct"] += value
-        elif cat_l is Ledger.HALTED:
-            ns["halted_pct"] += value
-        elif cat_l is Ledger.UNATTRIBUTED:
-            ns["unattributed_pct"] += value
-        if bucket is not None:
-            ns[f"{bucket.value}_pct"] += value
-        if cat_l is Ledger.RUNQUEUE:
-            ns["runqueue_pct"] += value
-    return {k: 100.0 * v / wall_ns for k, v in ns.items()}
+        return out
+    for k, cats in groups.items():
+        if k in shown:
+            out[k] = 100.0 * sum(ledger.get(c, 0) for c in cats) / wall_ns
+    return out
 
 
 def vcpu_events_by_bucket(v: VcpuStat) -> dict[Bucket, int]:
@@ -137,7 +143,7 @@ class VmRow:
 
     def sort_value(self, key: str) -> tuple[int, Value]:
         v = self.values.get(key)
-        if v is None:
+        if v is None or v == NA:
             return (0, 0)  # no data sorts below every number
         if isinstance(v, str):
             return (1, v.lower())
@@ -148,18 +154,21 @@ def interval_seconds(snap: Snapshot) -> float | None:
     return snap.interval_ns / 1e9 if snap.interval_ns > 0 else None
 
 
-def vm_row(vm: VmStat, seconds: float | None) -> VmRow:
+def vm_row(
+    vm: VmStat, seconds: float | None, absent: frozenset[str] = frozenset(), name: str | None = None
+) -> VmRow:
+    """`name`: the shown name when it must differ from the VM's own (a duplicate)."""
     counts = vm.events_by_bucket()
     top = max((r for r in vm.reasons if r.count > 0), key=lambda r: r.count, default=None)
     values: dict[str, Value] = {
-        "vm": sanitize.display(vm.name),
+        "vm": name if name is not None else sanitize.display(vm.name),
         "key": vm.key,
         "pid": vm.pid,
         "vcpus": vm.vcpu_count,
         "events": sum(counts.values()),
         **{f"{b.value}_events": counts[b] for b in Bucket},
         **rates(counts, seconds),
-        **ledger_shares(vm.ledger_total(), vm.wall_ns()),
+        **ledger_shares(vm.ledger_total(), vm.wall_ns(), absent),
         "top_reason": sanitize.display(top.reason) if top else "",
         "top_reason_count": top.count if top else 0,
     }
@@ -168,7 +177,9 @@ def vm_row(vm: VmStat, seconds: float | None) -> VmRow:
 
 def vm_rows(snap: Snapshot) -> list[VmRow]:
     secs = interval_seconds(snap)
-    return [vm_row(vm, secs) for vm in snap.vms]
+    # Two VMs whose names sanitise alike get "~pid", as on /metrics.
+    names = sanitize.unique_names((sanitize.display(vm.name), vm.pid) for vm in snap.vms)
+    return [vm_row(vm, secs, snap.absent, name) for vm, name in zip(snap.vms, names, strict=True)]
 
 
 def compile_filter(pattern: str) -> re.Pattern[str]:

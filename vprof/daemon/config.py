@@ -16,17 +16,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vprof.model import PROBE_FAMILIES
+from vprof.model import GRANULARITIES, PROBE_FAMILIES, UnknownFamilies, parse_families
 
 # 9477 is not taken in Prometheus's "Default port allocations" wiki list in the
 # copy we could consult, so vprof does not collide with node_exporter (9100),
 # libvirt-exporter (9177), ebpf_exporter (9435) or other common host exporters.
 DEFAULT_PORT = 9477
-GRANULARITIES = ("vm", "vcpu", "full")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # Keys whose change needs a new Profiler (re-attach); the rest apply live.
-SOURCE_KEYS = ("families", "slow_exit_threshold_us", "proc_root", "bpf_stats")
+SOURCE_KEYS = ("source", "families", "slow_exit_threshold_us", "proc_root", "bpf_stats")
+SOURCES = ("auto", "bpf", "perf")  # vprof/sources/select.py
 
 
 class ConfigError(Exception):
@@ -44,6 +44,13 @@ class DaemonConfig:
     bpf_stats: bool = False
     proc_root: str = "/proc"
     log_level: str = "info"
+    source: str = "auto"  # "bpf", "perf", or "auto": BPF where it compiles, else perf
+    # A dead VM's final series stay this long, so Prometheus scraping every
+    # 15-60 s stores its final counts (issue 12); then they are dropped.
+    dead_vm_grace_seconds: float = 300.0
+    # exporter-toolkit web config (TLS, basic auth; vprof/daemon/webconfig.py);
+    # "" serves plain HTTP to anyone, as exporters do by default.
+    web_config_file: str = ""
 
     @property
     def slow_exit_threshold_ns(self) -> int:
@@ -109,16 +116,17 @@ def _listen(v: Any) -> str:
 
 
 def _families(v: Any) -> tuple[str, ...]:
-    if isinstance(v, str):  # the --families flag: comma separated
-        v = [f.strip() for f in v.split(",") if f.strip()]
-    if not isinstance(v, list) or not all(isinstance(f, str) for f in v):
+    # A string is the --families flag (comma separated); the file gives a list.
+    if not isinstance(v, str | list) or not all(isinstance(f, str) for f in v):
         raise ValueError("must be a list of probe family names")
-    unknown = [f for f in v if f not in PROBE_FAMILIES]
-    if unknown:
-        raise ValueError(f"unknown family {unknown[0]!r} (known: {', '.join(PROBE_FAMILIES)})")
-    if not v:
+    try:
+        names = parse_families(v)
+    except UnknownFamilies as e:
+        known = ", ".join(PROBE_FAMILIES)
+        raise ValueError(f"unknown family {e.unknown[0]!r} (known: {known})") from None
+    if not names:
         raise ValueError("must name at least one probe family")
-    return tuple(dict.fromkeys(v))
+    return names
 
 
 def _bool(v: Any) -> bool:
@@ -133,6 +141,12 @@ def _directory(v: Any) -> str:
     return v
 
 
+def _file(v: Any) -> str:
+    if not isinstance(v, str) or (v and not os.path.isfile(v)):
+        raise ValueError(f"{v!r} is not a file")
+    return v
+
+
 _CHECKS: Mapping[str, Callable[[Any], Any]] = {
     "listen": _listen,
     "interval": _number(0.1, 3600),
@@ -143,6 +157,9 @@ _CHECKS: Mapping[str, Callable[[Any], Any]] = {
     "bpf_stats": _bool,
     "proc_root": _directory,
     "log_level": _choice(LOG_LEVELS),
+    "source": _choice(SOURCES),
+    "dead_vm_grace_seconds": _number(0, 86400),
+    "web_config_file": _file,
 }
 assert set(_CHECKS) == set(KEYS)
 
