@@ -65,27 +65,47 @@ static __always_inline void vprof_event(u32 id, u64 detail, u64 sum)
 	v->sum += sum;
 }
 
-/* The block counter of (id, detail), or HOT_N when it has none. */
-static __always_inline u32 vprof_hot_index(u32 id, u64 detail)
+/* `x & mask`, kept in the program.  The verifiers of 5.10 and 6.1 reject an
+ * index they cannot bound ("R6 unbounded memory access", "makes map_value
+ * pointer be out of bounds"): clang drops an AND it can prove redundant after
+ * the range checks below, and those verifiers lose the checks' bounds through
+ * 32-bit moves and OR.  The AND on a 64-bit register, right before the access,
+ * is a bound every verifier proves; it never changes an in-range value. */
+static __always_inline u64 vprof_bounded(u64 x, const u64 mask)
+{
+	asm volatile("%0 &= %1" : "+r"(x) : "i"(mask));
+	return x;
+}
+
+/* The block counter of (id, detail), or HOT_N when it has none.  Each range
+ * is a power of two at a constant base, so the index is base + bounded. */
+static __always_inline u64 vprof_hot_index(u32 id, u64 detail)
 {
 	if (id == EV_EMULATE_INSN) {
 		u64 op = detail & 0xffff;
 		if (op >> 8 != 0 && op >> 8 != 0x0f)
 			return HOT_N;
-		return HOT_EMULATE | ((detail >> 16) ? 512 : 0) | ((op >> 8) ? 256 : 0) | (op & 0xff);
+		u64 i = ((detail >> 16) ? 512 : 0) | ((op >> 8) ? 256 : 0) | (op & 0xff);
+		return HOT_EMULATE + vprof_bounded(i, 1023);
 	}
 	if (id == EV_FPU && detail < 2)
-		return HOT_FPU + detail;
+		return HOT_FPU + vprof_bounded(detail, 1);
 	if (id == EV_INJ_EXCEPTION && detail < 32)
-		return HOT_INJ_EXC + detail;
+		return HOT_INJ_EXC + vprof_bounded(detail, 31);
 	if (id == EV_USERSPACE_EXIT && detail < 64)
-		return HOT_USERSPACE_EXIT + detail;
+		return HOT_USERSPACE_EXIT + vprof_bounded(detail, 63);
 	return HOT_N;
 }
 
 /* The current thread's block: its own, or a free one it claims now. */
 static __always_inline struct hot_block *vprof_hot_block(u64 pt)
 {
+#ifdef VPROF_NO_CMPXCHG
+	/* Before 5.12 BPF has no atomic compare-and-swap ("BPF_STX uses
+	 * reserved fields" on 5.10) to claim a block: every event goes to the
+	 * events hash instead, as exact, a little slower. */
+	return 0;
+#endif
 	u32 slot = (u32)pt & (VPROF_MAX_HOT - 1);
 	struct hot_block *b = shared_hot.lookup(&slot);
 	if (!b)
@@ -113,7 +133,7 @@ static __always_inline struct hot_block *vprof_hot_block(u64 pt)
  * ones go to the thread's block, the rest (and sums) to the events hash. */
 static __always_inline void vprof_hot_event(u32 id, u64 detail, u64 sum)
 {
-	u32 i = vprof_hot_index(id, detail);
+	u64 i = vprof_hot_index(id, detail);
 	if (i < HOT_N && !sum) {
 		struct hot_block *b = vprof_hot_block(bpf_get_current_pid_tgid());
 		if (b) {

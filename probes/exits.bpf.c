@@ -1,5 +1,5 @@
-/* exits: kvm:kvm_exit + kvm:kvm_entry.  Count per (pid, tid, isa, reason),
- * handling time exit -> entry as total and log2 histogram, guest time
+/* exits: kvm:kvm_exit + kvm:kvm_entry (and kvm_userspace_exit, below).
+ * Count per (pid, tid, isa, reason), handling time exit -> entry as total and log2 histogram, guest time
  * entry -> exit in the ledger, slow exits to the ring buffer.
  *
  * vprof_on_exit/vprof_on_entry hold all the logic.  The tracepoints call
@@ -18,10 +18,14 @@
 
 BPF_PERCPU_HASH(exits, struct exit_key, struct exit_val, VPROF_MAX_EXITS);
 BPF_RINGBUF_OUTPUT(slow, VPROF_RINGBUF_BYTES / 4096);
-/* [0] != 0 once any kvm_exit or kvm_entry ran on this host: until then
- * kvm_userspace_exit has no exit to close and skips the vCPU hash lookup
- * (an array lookup is inlined by the JIT: kvm_pvm hosts never set it). */
-BPF_ARRAY(exits_seen, u32, 1);
+/* [SEEN_EXITS] != 0 once any kvm_exit or kvm_entry ran on this host: until
+ * then kvm_userspace_exit has no exit to close and skips the vCPU hash lookup
+ * (an array lookup is inlined by the JIT: kvm_pvm hosts never set it).
+ * [SEEN_IO] != 0 once the loader attached the io family: from then on this
+ * family's kvm_userspace_exit program counts the event for io as well. */
+#define SEEN_EXITS 0
+#define SEEN_IO 1 /* = vprof.bpf.source.SEEN_IO */
+BPF_ARRAY(exits_seen, u32, 2);
 
 /* Histogram slot: floor(log2(d)), d <= 1 in slot 0 (vprof.model.HIST_SLOTS). */
 static __always_inline u32 vprof_slot(u64 d)
@@ -79,8 +83,8 @@ static __always_inline void vprof_close_exit(struct vcpu_state *s, u32 tid, u64 
 
 static __always_inline void vprof_exits_seen(void)
 {
-	u32 zero = 0;
-	u32 *seen = exits_seen.lookup(&zero);
+	u32 slot = SEEN_EXITS;
+	u32 *seen = exits_seen.lookup(&slot);
 	if (seen && !*seen)
 		*seen = 1;
 }
@@ -98,7 +102,10 @@ static __always_inline int vprof_on_exit(u32 isa, u32 reason, u32 vcpu, u64 now)
 	vprof_move(s, L_KERNEL, now);
 	vprof_close_exit(s, tid, now);
 	s->flags |= F_EXITS_SEEN;
-	s->vcpu_id = vcpu;
+	/* ~0U: this kernel's kvm_exit has no vcpu_id (5.10); kvm_entry's or the
+	 * inventory's index stands. */
+	if (vcpu != ~0U)
+		s->vcpu_id = vcpu;
 	s->exit_ns = now ? now : 1;
 	s->exit_isa = isa;
 	s->exit_reason = reason;
@@ -116,47 +123,61 @@ static __always_inline int vprof_on_entry(u32 vcpu, u64 now)
 	vprof_move(s, L_GUEST, now); /* charges the exit's last kernel stretch */
 	vprof_close_exit(s, tid, now);
 	s->flags |= F_EXITS_SEEN;
-	s->vcpu_id = vcpu;
+	if (vcpu != ~0U)
+		s->vcpu_id = vcpu;
 	return 0;
 }
 
-static __always_inline int vprof_on_userspace(u64 now)
+static __always_inline int vprof_on_userspace(struct vcpu_state *s, u64 now)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tid = (u32)id;
-	struct vcpu_state *s = shared_vcpus.lookup(&tid);
 	if (s && s->exit_ns) {
 		vprof_move(s, s->state, now); /* charge the stretch, same state */
-		vprof_close_exit(s, tid, now);
+		vprof_close_exit(s, (u32)bpf_get_current_pid_tgid(), now);
 	}
 	return 0;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_exit)
 {
-	return vprof_on_exit(args->isa, args->exit_reason, args->vcpu_id, bpf_ktime_get_ns());
+	vprof_on_exit(VPROF_ARG_kvm_exit_isa, VPROF_ARG_kvm_exit_exit_reason,
+		      VPROF_ARG_kvm_exit_vcpu_id, bpf_ktime_get_ns());
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_entry)
 {
-	return vprof_on_entry(args->vcpu_id, bpf_ktime_get_ns());
+	vprof_on_entry(VPROF_ARG_kvm_entry_vcpu_id, bpf_ktime_get_ns());
+	return VPROF_PASS;
 }
 
-/* An exit handled in userspace ends when KVM_RUN returns, not at the next
- * entry: the VMM's time is the vmm family's, not the exit's. */
-TRACEPOINT_PROBE(kvm, kvm_userspace_exit)
+/* The one program on kvm_userspace_exit, for two families.  exits: an exit
+ * handled in userspace ends when KVM_RUN returns, not at the next entry (the
+ * VMM's time is the vmm family's, not the exit's).  io: the KVM_EXIT_*
+ * reason is counted here once the io family is attached (SEEN_IO), and the
+ * loader renders io without a program of its own on this tracepoint; with
+ * exits off, io attaches its own (io.bpf.c). */
+VPROF_RAW_PROBE(kvm, kvm_userspace_exit)
 {
+	u32 slot = SEEN_IO;
+	u32 *io = exits_seen.lookup(&slot);
+	struct vcpu_state *s = 0;
+	if (io && *io) {
+		s = vprof_marked(); /* io's vprof_kvm_event, its one vCPU lookup shared */
+		vprof_hot_event(EV_USERSPACE_EXIT, VPROF_ARG_kvm_userspace_exit_reason, 0);
+	}
 	/* Most hosts' exits are closed by kvm_entry before this, and kvm_pvm
 	 * has none: read the clock only for a pending exit. */
-	u32 zero = 0;
-	u32 *seen = exits_seen.lookup(&zero);
+	slot = SEEN_EXITS;
+	u32 *seen = exits_seen.lookup(&slot);
 	if (!seen || !*seen)
 		return 0;
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct vcpu_state *s = shared_vcpus.lookup(&tid);
-	if (!s || !s->exit_ns)
-		return 0;
-	return vprof_on_userspace(bpf_ktime_get_ns());
+	if (!s) {
+		u32 tid = (u32)bpf_get_current_pid_tgid();
+		s = shared_vcpus.lookup(&tid);
+	}
+	if (s && s->exit_ns)
+		vprof_on_userspace(s, bpf_ktime_get_ns());
+	return 0;
 }
 
 #ifdef VPROF_INJECTOR
@@ -175,6 +196,7 @@ int vprof_injected_entry(struct pt_regs *ctx)
 
 int vprof_injected_userspace(struct pt_regs *ctx)
 {
-	return vprof_on_userspace(PT_REGS_PARM1(ctx));
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	return vprof_on_userspace(shared_vcpus.lookup(&tid), PT_REGS_PARM1(ctx));
 }
 #endif

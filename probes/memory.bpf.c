@@ -15,54 +15,54 @@ typedef u64 gfn_t;
 
 TRACEPOINT_PROBE(kvm, kvm_page_fault)
 {
-	vprof_hot_event(EV_PAGE_FAULT, VPROF_REGION(args->fault_address), 0);
-	return 0;
+	vprof_hot_event(EV_PAGE_FAULT, VPROF_REGION(VPROF_ARG_kvm_page_fault_fault_address), 0);
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(kvmmmu, kvm_mmu_set_spte)
 {
-	vprof_hot_event(EV_MMU_SET_SPTE, VPROF_REGION(args->gfn << 12), 0);
-	return 0;
+	vprof_hot_event(EV_MMU_SET_SPTE, VPROF_REGION(VPROF_ARG_kvm_mmu_set_spte_gfn << 12), 0);
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(kvmmmu, kvm_mmu_spte_requested)
 {
-	vprof_hot_event(EV_MMU_SPTE_REQUESTED, VPROF_REGION(args->gfn << 12), 0);
-	return 0;
+	vprof_hot_event(EV_MMU_SPTE_REQUESTED, VPROF_REGION(VPROF_ARG_kvm_mmu_spte_requested_gfn << 12), 0);
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(kvmmmu, fast_page_fault)
 {
 	vprof_hot_event(EV_FAST_PAGE_FAULT, 0, 0);
-	return 0;
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(kvmmmu, handle_mmio_page_fault)
 {
 	vprof_hot_event(EV_MMIO_PAGE_FAULT, 0, 0);
-	return 0;
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(kvmmmu, mark_mmio_spte)
 {
 	vprof_hot_event(EV_MARK_MMIO_SPTE, 0, 0);
-	return 0;
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_async_pf_not_present)
 {
 	vprof_hot_event(EV_ASYNC_PF_NOT_PRESENT, 0, 0);
-	return 0;
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_async_pf_ready)
 {
 	vprof_hot_event(EV_ASYNC_PF_READY, 0, 0);
-	return 0;
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(kvm, kvm_async_pf_completed)
 {
 	vprof_hot_event(EV_ASYNC_PF_COMPLETED, 0, 0);
-	return 0;
+	return VPROF_PASS;
 }

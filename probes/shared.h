@@ -37,16 +37,21 @@ static __always_inline void vprof_move(struct vcpu_state *s, u32 cat, u64 now)
 	u32 st = s->state;
 	if (st == L_DEAD)
 		return;
-	if (st >= L_NCAT)
-		st = L_UNATTRIBUTED;
+	u32 slot = st == L_VMM_BLOCKED ? L_DEAD : st; /* see enum vprof_ledger */
+	if (slot >= L_NCAT)
+		slot = L_UNATTRIBUTED;
 	if (now > s->since_ns) {
-		s->ns[st & (L_NCAT - 1)] += now - s->since_ns;
+		s->ns[slot & (L_NCAT - 1)] += now - s->since_ns;
 		/* The pending exit's own on-CPU kernel time, so the ledger's
 		 * kernel share splits exactly by exit reason (halts excluded). */
 		if (st == L_KERNEL && s->exit_ns)
 			s->exit_kernel_ns += now - s->since_ns;
+		s->since_ns = now;
 	}
-	s->since_ns = now;
+	/* A program on another CPU (a waker's sched_wakeup, say) may have
+	 * stamped a later since_ns after this one read `now`: never move it
+	 * back, or the overlap would be charged twice and the ledger would
+	 * outgrow the wall clock (seen in L1 under TCG: +5 % in 8 s). */
 	s->state = cat;
 }
 

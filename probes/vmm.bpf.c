@@ -23,17 +23,17 @@ static __always_inline void vprof_new_vcpu(u32 pid, u32 tid, u64 now)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 {
-	if (args->cmd != VPROF_KVM_RUN)
-		return 0;
+	if (VPROF_ARG_sys_enter_ioctl_cmd != VPROF_KVM_RUN)
+		return VPROF_PASS;
 	u64 now = bpf_ktime_get_ns();
 	u64 id = bpf_get_current_pid_tgid();
 	struct vcpu_state *s = vprof_vcpu(id >> 32, (u32)id, now, L_UNATTRIBUTED);
 	if (!s)
-		return 0;
+		return VPROF_PASS;
 	s->in_run = 1;
 	s->flags |= F_IOCTL_SEEN;
 	vprof_move(s, (s->flags & F_EXITS_SEEN) ? L_KERNEL : L_IN_KVM_RUN, now);
-	return 0;
+	return VPROF_PASS;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
@@ -41,8 +41,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct vcpu_state *s = shared_vcpus.lookup(&tid);
 	if (!s || !s->in_run)
-		return 0;
+		return VPROF_PASS;
 	s->in_run = 0;
 	vprof_move(s, L_VMM_USERSPACE, bpf_ktime_get_ns());
-	return 0;
+	return VPROF_PASS;
 }

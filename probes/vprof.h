@@ -24,7 +24,29 @@
 #ifndef VPROF_MAX_IO
 #define VPROF_MAX_IO 4096
 #endif
-#define VPROF_RINGBUF_BYTES (64 * 4096)
+#ifndef VPROF_MAX_SLOW_PAGES
+#define VPROF_MAX_SLOW_PAGES 64 /* slow-exit ring buffer, in pages (a power of two) */
+#endif
+#define VPROF_RINGBUF_BYTES (VPROF_MAX_SLOW_PAGES * 4096)
+
+/* What every (classic) TRACEPOINT_PROBE returns.  A classic tracepoint
+ * program's return value decides whether the event still goes to the perf
+ * events attached to it (perf_trace_run_bpf_submit: 0 drops it), so returning 0 hid these events
+ * from perf stat, perf kvm stat and perf trace on the whole host
+ * (tests/test_probes_perf.py).  1 passes it on; with no perf user on the
+ * tracepoint the kernel still stops right there. */
+#define VPROF_PASS 1
+
+/* A raw tracepoint (bcc's RAW_TRACEPOINT_PROBE) for events whose arguments are
+ * plain values: it skips the perf trace buffer the classic one fills before
+ * any program runs, and it is not on perf's path at all, so no return value
+ * of it can hide the event from perf users.  The arguments are TP_PROTO's, in
+ * order, each in a u64 (ctx->args[i]); vprof/bpf/fields.py holds their
+ * positions, proven on every kernel of the matrix, and render() defines each
+ * VPROF_ARG_* of such a tracepoint from them.  `cat` names the tracefs
+ * system (raw tracepoint names have none), so the loader can check that the
+ * kernel has the event. */
+#define VPROF_RAW_PROBE(cat, event) RAW_TRACEPOINT_PROBE(event)
 
 /* Where a vCPU thread's time goes (vprof.model.Ledger); KERNEL is split
  * by bucket in Python from the exit handling times. */
@@ -37,7 +59,12 @@ enum vprof_ledger {
 	L_HALTED = 5,
 	L_UNATTRIBUTED = 6,
 	L_DEAD = 7, /* thread exited: no more time accrues */
-	L_NCAT = 8,
+	L_NCAT = 8, /* ns[] slots */
+	/* Blocked outside KVM_RUN: the VMM's userspace waits (the I/O bucket's
+	 * time, but not CPU: vmm_userspace is the running part).  Its time goes
+	 * to ns[L_DEAD], which dead threads never use (vprof_move), so the
+	 * struct and recorded maps keep their layout. */
+	L_VMM_BLOCKED = 8,
 };
 
 /* vcpu_state.flags */
