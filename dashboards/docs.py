@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dashboards import alerts
 from dashboards.spec import DashboardSpec, Needs
+from vprof.markdown import table
 
 DOCS_FILE = "docs/dashboards.md"
 
@@ -99,14 +100,9 @@ def _panel_rows(spec: DashboardSpec) -> list[str]:
     lines = [
         f"\n## {spec.title} (`{spec.uid}`, dashboards/{spec.filename})\n",
         spec.description + "\n",
-        "| Panel | Unit | What it shows | When high |",
-        "|---|---|---|---|",
     ]
-    for row in spec.rows:
-        for p in row.panels:
-            cells = (p.title, f"`{p.unit}`", p.shows, p.when_high)
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return lines
+    panels = [(p.title, f"`{p.unit}`", p.shows, p.when_high) for r in spec.rows for p in r.panels]
+    return lines + table(("Panel", "Unit", "What it shows", "When high"), panels)
 
 
 def _alert_rows(rules_path: Path) -> list[str]:
@@ -115,18 +111,18 @@ def _alert_rows(rules_path: Path) -> list[str]:
         "Load the file with `rule_files:` (deploy/prometheus-fleet.yml does), or apply",
         "deploy/alerts/prometheusrule.yaml for the Prometheus Operator.  Each alert carries",
         "`summary`, `description` and `action` annotations.\n",
-        "| Alert | For | Severity | Fires when |",
-        "|---|---|---|---|",
     ]
-    rules = alerts.load_rules(rules_path)
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            expr = " ".join(rule["expr"].split())
-            lines.append(
-                f"| {rule['alert']} | {rule.get('for', '0m')} | {rule['labels']['severity']} "
-                f"| `{expr}` |"
-            )
-    return lines
+    rows = [
+        (
+            r["alert"],
+            r.get("for", "0m"),
+            r["labels"]["severity"],
+            "`" + " ".join(r["expr"].split()) + "`",
+        )
+        for group in alerts.load_rules(rules_path)["groups"]
+        for r in group["rules"]
+    ]
+    return lines + table(("Alert", "For", "Severity", "Fires when"), rows)
 
 
 def render(specs: tuple[DashboardSpec, ...], rules_path: Path) -> str:

@@ -115,13 +115,15 @@ _EXITS_BY_BUCKET = PanelSpec(
     width=24,
 )
 
+NOT_WAITING = 'reason!~"no vCPU thread to count yet.*"'  # vprof.sources.absent.PERF_WAITING
 _PROBES_OFF = PanelSpec(
     title="Probe families off",
     kind=Kind.BARGAUGE,
     unit="short",
     shows=(
         "Probe families each host's daemon could not attach (0 is healthy); the reason label "
-        "of vprof_probe_attached says why."
+        "of vprof_probe_attached says why. A perf source family waiting for its first vCPU "
+        "thread (a host with no VM) is not counted."
     ),
     when_high=(
         "that host's numbers miss a bucket: check `vprof probes` on it (kernel lockdown, "
@@ -129,7 +131,7 @@ _PROBES_OFF = PanelSpec(
     ),
     queries=(
         Query(
-            f"sum by (instance) (1 - vprof_probe_attached{{{INSTANCE}}})",
+            f"sum by (instance) (1 - vprof_probe_attached{{{INSTANCE},{NOT_WAITING}}})",
             "{{instance}}",
             instant=True,
         ),

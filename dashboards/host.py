@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dashboards.spec import (
     EXIT_HIST,
+    INSTANCE,
     OVERHEAD,
-    REMEDY,
     VM,
     VM_BUCKET,
     DashboardSpec,
@@ -18,6 +18,8 @@ from dashboards.spec import (
     sum_rate,
     time_share,
 )
+from vprof.model import Bucket
+from vprof.taxonomy import remedy_brief
 
 BUCKETS = PanelSpec(
     title="Overhead by bucket",
@@ -123,7 +125,7 @@ IO_BY_VM = PanelSpec(
     kind=Kind.BARGAUGE,
     unit="ops",
     shows="Guest port I/O and MMIO accesses per second for each VM over the time range.",
-    when_high=f"move the device to {REMEDY['io']}.",
+    when_high=f"move the device to {remedy_brief(Bucket.IO)}.",
     queries=(
         Query(
             "topk(10, "
@@ -187,7 +189,8 @@ RUNQUEUE = PanelSpec(
     unit="percentunit",
     shows="Share of each VM's vCPU time spent runnable but waiting for a host CPU.",
     when_high=(
-        f"the host is overcommitted or noisy neighbours share CPUs: {REMEDY['context_switch']}."
+        "the host is overcommitted or noisy neighbours share CPUs: "
+        f"{remedy_brief(Bucket.CONTEXT_SWITCH)}."
     ),
     queries=(
         Query(
@@ -233,12 +236,30 @@ WAKEUPS = PanelSpec(
     ),
 )
 
+SOURCE = PanelSpec(
+    title="Snapshot source",
+    kind=Kind.STAT,
+    unit="short",
+    shows=(
+        'Which source the daemon uses: "bpf" (compiled probes: everything) or "perf" '
+        "(perf tracepoint counters and /proc, for hosts without a compiler)."
+    ),
+    when_high=(
+        'on "perf", panels of handling time, the ledger split, I/O bytes and addresses and '
+        "wake-ups show no data: install kernel headers and a compiler (bcc) to get them, and "
+        "use hardware assists, huge pages, virtio/vhost or pinning as the counts point."
+    ),
+    queries=(Query(f"count by (source) (vprof_source_info{{{INSTANCE}}})", "{{source}}", True),),
+    width=6,
+    height=4,
+)
+
 HOST = DashboardSpec(
     uid="vprof-host",
     title="vprof / Host",
     description="One KVM host: overhead buckets, ledger, reasons, I/O and scheduling per VM.",
     rows=(
-        Row("Buckets and ledger", (BUCKETS, LEDGER, EVENTS, REASONS)),
+        Row("Buckets and ledger", (BUCKETS, LEDGER, EVENTS, REASONS, SOURCE)),
         Row("Exit handling time", (HEATMAP, HANDLING_P99)),
         Row("I/O", (IO_BY_VM, IO_BY_KIND, IO_BYTES, VMM_TIME)),
         Row("Scheduling", (RUNQUEUE, PREEMPTIONS, HALTED, WAKEUPS)),

@@ -5,7 +5,8 @@ Grafana JSON with grafana-foundation-sdk.  Keeping the panels as data lets the
 tests check every title, unit, description and query without Grafana.
 
 A description is two sentences put together here: what the panel shows, and
-what to do when it is high (naming the technology that reduces that overhead).
+what to do when it is high (naming the technology that reduces that overhead;
+the remedies themselves come from vprof.taxonomy.remedy_brief).
 Panels that need a host with kvm_exit/kvm_entry timing say so in a fixed
 phrase (EXIT_TIMING_NOTE) that the e2e test and docs/dashboards.md key on.
 """
@@ -15,25 +16,24 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-# The remedies, in the words users search for.  One per overhead bucket.
-REMEDY = {
-    "privileged": (
-        "hardware assists (APICv/AVIC posted interrupts, TSC scaling, MSR bitmaps) and a "
-        "guest kernel that avoids trapping instructions"
-    ),
-    "memory": "huge pages (1 GiB or 2 MiB backing for guest RAM) and EPT/NPT hardware paging",
-    "io": "virtio with vhost (vhost-net, vhost-user) or device passthrough (VFIO, SR-IOV)",
-    "context_switch": (
-        "vCPU pinning (isolated host CPUs for vCPU threads) and halt-polling "
-        "(halt_poll_ns) tuned to the wake-up pattern"
-    ),
-}
-
 EXIT_TIMING_NOTE = (
     "Needs kvm_exit timing: empty on hosts without kvm_exit/kvm_entry (vprof_host_info "
     'exit_timing="false").'
 )
 VCPU_NOTE = 'Needs granularity "vcpu" or "full" in the daemon config.'
+PERF_NOTE = (
+    'Not available with the perf source (vprof_source_info source="perf"): its series are '
+    "absent there, so the panel shows no data rather than 0."
+)
+# Series the perf source does not export (vprof/model.py PERF_ABSENT); the ledger
+# keeps only its run-queue category there.
+PERF_ABSENT_METRICS = (
+    "vprof_vm_io_bytes_total",
+    "vprof_vm_io_address_accesses_total",
+    "vprof_vm_wakeups_total",
+    "vprof_vm_exit_handling_seconds",
+)
+_LEDGER_METRICS = ("vprof_vm_time_seconds_total", "vprof_vcpu_time_seconds_total")
 
 
 class Kind(enum.StrEnum):
@@ -76,12 +76,24 @@ class PanelSpec:
     links_to_vm: bool = False  # clicking a series opens the VM dashboard for its vm label
 
     @property
+    def lacks_with_perf(self) -> bool:
+        """True when a query needs a series the perf source does not export."""
+        for q in self.queries:
+            if any(m in q.expr for m in PERF_ABSENT_METRICS):
+                return True
+            if any(m in q.expr for m in _LEDGER_METRICS) and 'category="runqueue"' not in q.expr:
+                return True
+        return False
+
+    @property
     def description(self) -> str:
         text = f"{self.shows} When high: {self.when_high}"
         if self.needs is Needs.EXIT_TIMING:
             text += " " + EXIT_TIMING_NOTE
         elif self.needs is Needs.VCPU:
             text += " " + VCPU_NOTE
+        if self.lacks_with_perf:
+            text += " " + PERF_NOTE
         return text
 
 

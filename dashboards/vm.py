@@ -5,7 +5,6 @@ from __future__ import annotations
 from dashboards.spec import (
     EXIT_HIST,
     OVERHEAD,
-    REMEDY,
     VM,
     VM_BUCKET,
     DashboardSpec,
@@ -18,6 +17,8 @@ from dashboards.spec import (
     sum_rate,
     time_share,
 )
+from vprof.model import Bucket
+from vprof.taxonomy import remedy_brief
 
 _VCPU_TIME = "vprof_vcpu_time_seconds_total"
 
@@ -105,7 +106,7 @@ IO_ADDRESSES = PanelSpec(
         "The VM's most accessed I/O ports and MMIO guest-physical addresses, per second over "
         "the time range."
     ),
-    when_high=f"the device behind that port or address is emulated: {REMEDY['io']}.",
+    when_high=f"the device behind that port or address is emulated: {remedy_brief(Bucket.IO)}.",
     queries=(
         Query(
             "topk(20, "
@@ -177,7 +178,7 @@ SCHEDULING = PanelSpec(
     kind=Kind.TIMESERIES,
     unit="percentunit",
     shows="Share of the VM's vCPU time spent runnable but waiting for a host CPU.",
-    when_high=f"{REMEDY['context_switch']}; or move the VM to a less loaded host.",
+    when_high=f"{remedy_brief(Bucket.CONTEXT_SWITCH)}; or move the VM to a less loaded host.",
     queries=(
         Query(
             share(sum_rate("vm", "vprof_vm_runqueue_wait_seconds_total", VM), "vm", VM),

@@ -30,9 +30,12 @@ fi
 # 1. Debian packages.  python3-bpfcc is bcc; linux-headers-amd64 gives the
 # headers bcc compiles against where the running kernel ships none;
 # prometheus/promtool, tmux and qemu serve the e2e tests and comparisons;
-# linux-perf gives `perf kvm stat record` for bench/overhead.
+# linux-perf gives `perf kvm stat record` for bench/overhead; gcc builds the
+# exit injector; wrk loads /metrics and python3-bcrypt checks basic-auth
+# hashes (--web.config.file) in the reliability tests; chromium (headless)
+# checks the HTML report of `vprof report --html` in a real browser.
 PACKAGES=(python3-bpfcc bpfcc-tools bpftool linux-headers-amd64 python3-venv
-          prometheus tmux linux-perf qemu-system-x86)
+          prometheus tmux linux-perf qemu-system-x86 gcc wrk python3-bcrypt chromium)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
