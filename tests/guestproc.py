@@ -31,7 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from vprof.guest.args import RUNNER_MODULE, GuestArgs, runner_argv  # noqa: E402
 
-READY_TIMEOUT = 20.0
+# A failure bound, not a timing: a guest started inside the realhost L1 (TCG, 2 vCPUs
+# shared with the profiler) under a loaded host once took over 20 s to say ready.
+READY_TIMEOUT = 90.0
 
 
 class GuestError(RuntimeError):
@@ -86,6 +88,10 @@ class GuestProcess:
                 raise GuestError(f"guest exited with {rc}: {self.stderr()} {self._result}")
         return self._result
 
+    def go(self) -> None:
+        """Start the vCPUs of a guest started with hold=True."""
+        self.proc.send_signal(signal.SIGUSR2)
+
     def stop(self) -> None:
         """SIGTERM: the guest stops at an iteration boundary and prints its result."""
         if self.proc.poll() is None:
@@ -94,7 +100,9 @@ class GuestProcess:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+            # A guest whose vCPU threads wait for a CPU behind ten others (the
+            # contention tests) can take longer than 10 s to be reaped.
+            self.proc.wait(60)
 
     def __enter__(self) -> GuestProcess:
         return self
@@ -126,7 +134,21 @@ def start_guest(
     duration: float | None = None,
     mode: str = "user",
     stats: bool = False,
+    hold: bool = False,
+    keep_stats_fds: bool = False,
 ) -> GuestProcess:
-    """Start a micro-guest and return once its vCPU threads exist (`.ready`)."""
-    args = GuestArgs(name, vcpus, workload, count, duration, mode, json=True, stats=stats)
+    """Start a micro-guest and return once its vCPU threads exist (`.ready`).
+    With `hold` its vCPUs start only at `.go()`."""
+    args = GuestArgs(
+        name,
+        vcpus,
+        workload,
+        count,
+        duration,
+        mode,
+        json=True,
+        stats=stats,
+        hold=hold,
+        keep_stats_fds=keep_stats_fds,
+    )
     return GuestProcess([sys.executable, "-m", RUNNER_MODULE, *runner_argv(args)])

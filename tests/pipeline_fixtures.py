@@ -14,7 +14,7 @@ from typing import Any
 from guestproc import start_guest
 
 from vprof.model import VmStat
-from vprof.profiler import Profiler, ProfilerConfig
+from vprof.pipeline.profiler import Profiler, ProfilerConfig
 
 _PROFILER: list[Profiler] = []
 
@@ -36,9 +36,10 @@ def run_guest(
     vcpus: int = 1,
     count: int,
     mode: str = "user",
+    stats: bool = True,
 ) -> tuple[dict[str, Any], VmStat]:
     """Run the micro-guest to completion; its result and vprof's view of it."""
-    with start_guest(name, workload, vcpus=vcpus, count=count, mode=mode, stats=True) as g:
+    with start_guest(name, workload, vcpus=vcpus, count=count, mode=mode, stats=stats) as g:
         # Named at its first KVM_RUN (the namer thread), while it is alive.
         prof.wait_named(g.pid, 10)
         result = g.wait(60)

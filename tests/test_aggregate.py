@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from vprof import events as ev
-from vprof.aggregate import Aggregator, VmIdentity
 from vprof.bpf.source import PROBES_DIR
-from vprof.model import Bucket, Ledger, diff
+from vprof.model import Bucket, Ledger, VmIdentity, diff
+from vprof.pipeline.aggregate import Aggregator
+from vprof.records import events as ev
+from vprof.records import maps as records
 
 FIX = Path(__file__).parent / "fixtures" / "pipeline"
 
@@ -32,7 +33,7 @@ def _load(name: str) -> dict[str, Any]:
 def _snapshot(doc: dict[str, Any], identities: dict[int, VmIdentity] | None = None) -> Any:
     agg = Aggregator()
     agg.add_slow_exits(ev.decode_slow_exit(bytes.fromhex(s)) for s in doc.get("slow", []))
-    decoded = ev.decode(ev.maps_from_json(doc["maps"]))
+    decoded = records.decode(ev.maps_from_json(doc["maps"]))
     return agg.snapshot(
         decoded, identities or {}, now_ns=doc["now_ns"], interval_ns=10**9, backend="test"
     )
@@ -44,7 +45,7 @@ def _ops(result: dict[str, Any], kind: str) -> int:
 
 def test_decode_recorded_maps() -> None:
     doc = _load("mixed_2vcpu.json")
-    decoded = ev.decode(ev.maps_from_json(doc["maps"]))
+    decoded = records.decode(ev.maps_from_json(doc["maps"]))
     assert decoded.errors == 0
     assert {v.tid for v in decoded.vcpus} == {v["tid"] for v in doc["result"]["vcpus"]}
     assert all(v.pid == doc["pid"] and v.state == "dead" for v in decoded.vcpus)
@@ -83,8 +84,16 @@ def test_ledger_closes_and_identity_is_used() -> None:
     assert vm.name == "fixture" and vm.key == "k:1"
     by_tid = {v.tid: v for v in vm.vcpus}
     assert by_tid[tids[1]].index == 1
+    # The threads died before the read: each one's wall time is its life as the kernel
+    # stamped it, from first seen (first_ns) to death (since_ns of the dead state).
+    life = {
+        r.tid: r.since_ns - r.first_ns
+        for r in records.decode(ev.maps_from_json(doc["maps"])).vcpus
+        if r.state == "dead"
+    }
+    assert set(life) == set(by_tid)
     for v in vm.vcpus:
-        assert sum(v.ledger.values()) == v.wall_ns > 0
+        assert v.wall_ns == life[v.tid] > 0
         assert v.ledger[Ledger.GUEST] == 0
         assert v.ledger[Ledger.IN_KVM_RUN] > 0 and v.ledger[Ledger.VMM_USERSPACE] > 0
 
@@ -130,7 +139,7 @@ def test_bad_entries_are_counted_not_fatal() -> None:
         "io": [(bytes(32), [bytes(8)])],  # kind 0: unknown
         "vcpus": [(bytes(4), [bytes(7)])],
     }
-    decoded = ev.decode(maps)
+    decoded = records.decode(maps)
     assert decoded.errors == 3
     assert decoded.events == () and decoded.io == () and decoded.vcpus == ()
 

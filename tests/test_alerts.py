@@ -26,6 +26,7 @@ REQUIRED = {
     "VprofRunqueueWaitHigh",  # run-queue wait above a threshold
     "VprofProbeFamilyOff",
     "VprofEventsLost",
+    "VprofMapOverflow",  # a full BPF map refused updates (issue 15)
     "VprofDaemonDown",  # up == 0
     "VprofDaemonAbsent",  # no target at all
 }

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vprof import config
-from vprof.config import ConfigError, DaemonConfig
+from vprof.daemon import config
+from vprof.daemon.config import ConfigError, DaemonConfig
 from vprof.model import PROBE_FAMILIES
 
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "vprof.toml"

@@ -12,18 +12,21 @@ import os
 import signal
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
 
-from vprof.config import DaemonConfig
-from vprof.daemon import Daemon, StartupError, alive, daemon
+from vprof.daemon.command import Daemon, StartupError, alive, daemon
+from vprof.daemon.config import DaemonConfig
 from vprof.model import Bucket, ProbeStatus, ReasonStat, Snapshot, VcpuStat, VmStat
+from vprof.sources.absent import PERF_WAITING
 
 NS = 1_000_000_000
 
@@ -41,12 +44,15 @@ class FakeSource:
 
     instances: ClassVar[list[FakeSource]] = []
 
-    def __init__(self, cfg: DaemonConfig, step: int = 10) -> None:
+    def __init__(
+        self, cfg: DaemonConfig, stopping: Callable[[], bool] | None = None, step: int = 10
+    ) -> None:
         self.cfg = cfg
         self.step = step
         self.calls = 0
         self.closed = False
         self.fail_next = False
+        self.forgot_vm = False  # the source dropped the VM (the Profiler: once it is dead)
         self.vm_identity = own_key()
         FakeSource.instances.append(self)
 
@@ -65,7 +71,8 @@ class FakeSource:
             key, pid, "fake-vm", "fake-vm", "test", "u-1", "vprof-guest", 1, (vcpu,),
             (ReasonStat("event", "kvm_pio", Bucket.IO, n),),
         )  # fmt: skip
-        return Snapshot(0.0, self.calls * NS, NS, "fake", False, (vm,), self.status())
+        vms = () if self.forgot_vm else (vm,)
+        return Snapshot(0.0, self.calls * NS, NS, "fake", False, vms, self.status())
 
     def close(self) -> None:
         self.closed = True
@@ -98,7 +105,7 @@ def get(url: str) -> tuple[int, str]:
 def started(tmp_path: Path) -> Iterator[tuple[Daemon, str, Path]]:
     conf = tmp_path / "vprof.toml"
     conf.write_text(f'listen = "127.0.0.1:{free_port()}"\ninterval = 60\n')
-    from vprof import config
+    from vprof.daemon import config
 
     d = Daemon(config.load(str(conf)), FakeSource, str(conf), {})
     d.start()
@@ -142,6 +149,21 @@ def test_no_probe_attached_is_unhealthy(started: tuple[Daemon, str, Path]) -> No
     d._probes = (ProbeStatus("io", False, "tracepoint missing"),)
     code, doc = d.health()
     assert code == 503 and doc["probes_off"] == {"io": "tracepoint missing"}
+
+
+def test_perf_families_waiting_for_a_vcpu_thread_are_healthy(
+    started: tuple[Daemon, str, Path],
+) -> None:
+    """The perf source on a host with no VM yet: nothing attached, nothing wrong."""
+    d, _, _ = started
+    d.tick()
+    d._probes = (
+        ProbeStatus("io", False, PERF_WAITING),
+        ProbeStatus("vmm", False, "not available with the perf source"),
+    )
+    code, doc = d.health()
+    assert code == 200 and doc["probes_attached"] == [] and doc["probes_waiting"] == ["io"]
+    assert doc["probes_off"]["io"] == PERF_WAITING
 
 
 def test_reload_live_keys_keeps_the_source(started: tuple[Daemon, str, Path]) -> None:
@@ -259,17 +281,74 @@ def test_alive_checks_pid_and_start_time(tmp_path: Path) -> None:
     assert not alive("43:777", 43, str(tmp_path))  # gone
 
 
-def test_dead_vm_shows_final_figures_once_then_leaves(started: tuple[Daemon, str, Path]) -> None:
+def test_dead_vm_keeps_its_final_series_for_the_grace_period(
+    started: tuple[Daemon, str, Path],
+) -> None:
     d, url, _ = started
+    d.cfg = replace(d.cfg, dead_vm_grace_seconds=1.0)
     d.tick()
     assert 'vm="fake-vm"' in get(url + "/metrics")[1]
     source = FakeSource.instances[-1]
     source.vm_identity = (source.vm_identity[0], f"{source.vm_identity[0]}:1")  # not us any more
     d.tick()
-    assert 'vprof_vm_events_total{bucket="io",vm="fake-vm"} 20.0' in get(url + "/metrics")[1]
+    died = time.monotonic()
+    final = 'vprof_vm_events_total{bucket="io",vm="fake-vm"} 20.0'
+    assert final in get(url + "/metrics")[1]
+    source.forgot_vm = True  # the source no longer reports it: the daemon still does
+    d.tick()
+    assert final in get(url + "/metrics")[1]
+    time.sleep(max(0.0, died + 1.05 - time.monotonic()))
     d.tick()
     text = get(url + "/metrics")[1]
     assert 'vm="fake-vm"' not in text and "vprof_vms_tracked 0.0" in text
+
+
+def test_an_expired_dead_vm_stays_gone_while_the_source_reports_it(
+    started: tuple[Daemon, str, Path],
+) -> None:
+    # The perf source reports a dead VM for 30 s; its grace must not restart
+    # at each snapshot after it expired (the churn soak saw ~30 s, not 3 s).
+    d, url, _ = started
+    d.cfg = replace(d.cfg, dead_vm_grace_seconds=0.2)
+    d.tick()
+    source = FakeSource.instances[-1]
+    source.vm_identity = (source.vm_identity[0], f"{source.vm_identity[0]}:1")
+    d.tick()
+    assert 'vm="fake-vm"' in get(url + "/metrics")[1]
+    time.sleep(0.25)
+    for _ in range(3):
+        d.tick()
+        assert 'vm="fake-vm"' not in get(url + "/metrics")[1]
+
+
+def test_grace_0_exports_a_dead_vm_once(started: tuple[Daemon, str, Path]) -> None:
+    d, url, _ = started
+    d.cfg = replace(d.cfg, dead_vm_grace_seconds=0.0)
+    d.tick()
+    source = FakeSource.instances[-1]
+    source.vm_identity = (source.vm_identity[0], f"{source.vm_identity[0]}:1")
+    d.tick()
+    assert 'vprof_vm_events_total{bucket="io",vm="fake-vm"} 20.0' in get(url + "/metrics")[1]
+    time.sleep(0.01)
+    d.tick()
+    assert 'vm="fake-vm"' not in get(url + "/metrics")[1]
+
+
+def test_a_live_vm_keeps_the_plain_name_beside_a_dead_namesake(
+    started: tuple[Daemon, str, Path],
+) -> None:
+    d, url, _ = started
+    d.tick()
+    old = FakeSource.instances[-1]
+    pid, key = old.vm_identity
+    old.vm_identity = (pid, f"{pid}:1")  # the old VM died ...
+    d.tick()
+    old.vm_identity = (pid, key)  # ... and a VM of the same name (reused pid) runs
+    d.tick()
+    text = get(url + "/metrics")[1]
+    # The live one (30 events) keeps "fake-vm"; the dead one's final 20 is renamed.
+    assert 'vprof_vm_events_total{bucket="io",vm="fake-vm"} 30.0' in text
+    assert f'vprof_vm_events_total{{bucket="io",vm="fake-vm~{pid}"}} 20.0' in text
 
 
 def test_only_configured_families_are_reported(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from vprof.daemon.carry import carry, remember
 from vprof.model import Bucket, IoStat, ProgStat, ReasonStat, Snapshot, VcpuStat, VmStat
-from vprof.sinks.carry import carry, remember
 
 
 def vm(key: str, n: int, tid: int = 11) -> VmStat:

@@ -22,7 +22,7 @@ _RUNNER = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_daemon import FakeSource
-from vprof import config, daemon
+from vprof.daemon import command as daemon, config
 import logging
 
 class Announcing(FakeSource):

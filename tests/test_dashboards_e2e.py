@@ -58,6 +58,10 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+def _all_attached(code: int, body: bytes) -> bool:
+    return code == 200 and json.loads(body).get("probes_loading") == []
+
+
 def _wait(what: str, ok: Any, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -122,7 +126,8 @@ def _start_daemon(tmp: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]:
     cmd += ["--interval", "1", "--granularity", "vcpu"]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
     healthz = f"http://127.0.0.1:{port}/healthz"
-    _wait("vprof daemon /healthz", lambda: _get(healthz)[0] == 200, 120, proc, log)
+    # Every family attached, not only the first (/healthz is 200 from the first on).
+    _wait("vprof daemon /healthz", lambda: _all_attached(*_get(healthz)), 120, proc, log)
     return proc, log
 
 

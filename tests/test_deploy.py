@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import unavailable
 
-from vprof import config as vconfig
+from vprof.daemon import config as vconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy/k8s"

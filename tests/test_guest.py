@@ -12,7 +12,15 @@ from click.testing import CliRunner
 
 from vprof.guest import layout as L
 from vprof.guest import workloads as W
-from vprof.guest.args import ArgError, GuestArgs, parse_runner_argv, runner_argv, validate
+from vprof.guest.args import (
+    ArgError,
+    GuestArgs,
+    host_hypercall_isa,
+    hypercall_isa,
+    parse_runner_argv,
+    runner_argv,
+    validate,
+)
 from vprof.guest.asm import Asm
 from vprof.guest.report import ready_text, result_event, result_text, vcpu_entry
 from vprof.guest.stats import parse_descriptors, parse_stats
@@ -109,11 +117,62 @@ def test_ops_by_kind() -> None:
         assert W.ops_by_kind(w) and w in W.WORKLOAD_HELP
 
 
+@pytest.mark.parametrize(
+    ("isa", "insn"), [("svm", "0f 01 d9"), ("vmx", "0f 01 c1")], ids=["vmmcall", "vmcall"]
+)
+def test_hypercall_bytes_are_the_host_vendors_own(isa: str, insn: str) -> None:
+    a = Asm(0)
+    W.body_hypercall(a, isa)
+    a.label("hypercall_failed")
+    # mov eax, 0x5650; the call; cmp rax, -1000 (sign-extended imm32); jne to the report
+    want = f"b8 50 56 00 00 {insn} 48 3d 18 fc ff ff 0f 85 00 00 00 00"
+    assert a.assemble() == bytes.fromhex(want)
+
+
+CPUINFO = "processor\t: 0\nvendor_id\t: {v}\nflags\t\t: fpu pae {f} lm\n\nprocessor\t: 1\n"
+
+
+@pytest.mark.parametrize(
+    ("flag", "pvm", "want"),
+    [
+        ("svm", False, "svm"),
+        ("vmx", False, "vmx"),
+        ("hypervisor", False, None),
+        ("svm", True, None),
+        ("vmx", True, None),
+    ],
+)
+def test_vmcall_runs_only_on_svm_or_vmx_never_on_kvm_pvm(
+    flag: str, pvm: bool, want: str | None
+) -> None:
+    text = CPUINFO.format(v="AuthenticAMD" if flag == "svm" else "GenuineIntel", f=flag)
+    if want is None:
+        with pytest.raises(ArgError, match="vmcall") as exc:
+            hypercall_isa(text, pvm)
+        assert ("livelocks" in str(exc.value)) == pvm
+    else:
+        assert hypercall_isa(text, pvm) == want
+
+
+def test_vmcall_host_check_reads_cpuinfo_and_the_kvm_pvm_module(tmp_path: Path) -> None:
+    proc, sys_ = tmp_path / "proc", tmp_path / "sys"
+    proc.mkdir()
+    (proc / "cpuinfo").write_text(CPUINFO.format(v="AuthenticAMD", f="svm"))
+    assert host_hypercall_isa(str(proc), str(sys_)) == "svm"
+    (sys_ / "module" / "kvm_pvm").mkdir(parents=True)
+    with pytest.raises(ArgError, match="kvm_pvm"):
+        host_hypercall_isa(str(proc), str(sys_))
+    with pytest.raises(ArgError, match="cpuinfo"):
+        host_hypercall_isa(str(tmp_path / "nope"), str(sys_))
+
+
 def test_unknown_workload_or_mode() -> None:
     with pytest.raises(ValueError):
         W.build_program("nope", "user")
     with pytest.raises(ValueError):
         W.build_program("pio", "ring1")
+    with pytest.raises(ValueError):
+        W.build_program("vmcall", "user", "arm64")
 
 
 # --- memory layout and tables -------------------------------------------------

@@ -25,10 +25,17 @@ import pytest
 from guestproc import start_guest
 
 from vprof.guest import workloads as W
+from vprof.guest.args import ArgError, host_hypercall_isa
 
 pytestmark = pytest.mark.kvm
 
 KVM_PVM = os.path.isdir("/sys/module/kvm_pvm")
+try:
+    HARDWARE = host_hypercall_isa() in ("svm", "vmx")
+except ArgError:
+    HARDWARE = False  # kvm_pvm, or no svm/vmx flag: vmcall is refused (tested below)
+# The workloads this host runs (vmcall only on SVM/VMX, never on kvm_pvm).
+RUNNABLE = [w for w in W.WORKLOADS if HARDWARE or w not in W.HARDWARE_ONLY]
 # Per-iteration time varies (hlt waits for a 1 ms tick), so counts are sized
 # to keep each run well under a second.
 COUNTS = {"hlt": 400, "mixed": 300, "pagetouch": 3000}
@@ -72,7 +79,7 @@ def _check_kvm_stats(result: dict[str, Any], mode: str) -> None:
 
 
 @pytest.mark.parametrize("vcpus", [1, 2])
-@pytest.mark.parametrize("workload", W.WORKLOADS)
+@pytest.mark.parametrize("workload", RUNNABLE)
 def test_user_mode_counts_are_exact(workload: str, vcpus: int) -> None:
     count = COUNTS.get(workload, DEFAULT_COUNT)
     name = f"t-guest-{workload}-{vcpus}"
@@ -85,7 +92,7 @@ def test_user_mode_counts_are_exact(workload: str, vcpus: int) -> None:
 
 
 @pytest.mark.parametrize("vcpus", [1, 2])
-@pytest.mark.parametrize("workload", W.WORKLOADS)
+@pytest.mark.parametrize("workload", RUNNABLE)
 def test_kernel_mode_counts_are_exact(workload: str, vcpus: int) -> None:
     count = COUNTS.get(workload, DEFAULT_COUNT)
     with start_guest(
@@ -95,6 +102,22 @@ def test_kernel_mode_counts_are_exact(workload: str, vcpus: int) -> None:
     assert result["mode"] == "kernel"
     _check_exact(result, workload, count)
     _check_kvm_stats(result, "kernel")
+
+
+@pytest.mark.parametrize("mode", W.MODES)
+def test_vmcall_is_refused_without_hardware_virtualization(mode: str) -> None:
+    if HARDWARE:
+        pytest.skip("this host has SVM/VMX: vmcall runs (test_*_mode_counts_are_exact)")
+    argv = ["--name", "t-vmcall", "--workload", "vmcall", "--mode", mode, "--count", "1"]
+    for cmd in (
+        [sys.executable, "-m", "vprof", "guest", *argv],
+        # The runner refuses too, for callers that skip the CLI.
+        [sys.executable, "-m", "vprof.guest.runner", "-name", "guest=t-vmcall", *argv[2:]],
+    ):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, out
+        assert "vmcall" in out.stderr and ("kvm_pvm" in out.stderr or "svm" in out.stderr)
+        assert out.stdout == ""  # no "ready": no VM was made
 
 
 def test_looks_like_a_qemu_vm() -> None:

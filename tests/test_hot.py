@@ -1,4 +1,4 @@
-"""vprof/hot.py: decoding the per-thread counter blocks of probes/count.h."""
+"""vprof/records/hot.py: decoding the per-thread counter blocks of probes/count.h."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vprof import events as ev
-from vprof import hot
+from vprof.records import events as ev
+from vprof.records import hot
+from vprof.records import maps as records
 
 PROBES = Path(__file__).resolve().parents[1] / "probes"
 
@@ -71,13 +72,13 @@ def test_decode_merges_with_the_hash() -> None:
         "events": [(bytes(key), [bytes(val)])],
         "hot": [(b"\0\0\0\0", [_block(100, 101, {0xF4: 5})])],
     }
-    d = ev.decode(maps)
+    d = records.decode(maps)
     assert d.errors == 0
     assert sum(e.count for e in d.events if e.detail == 0xF4) == 7
 
 
 def test_stale_keys_find_a_dead_vms_blocks() -> None:
-    from vprof.profiler import stale_keys
+    from vprof.records.maps import stale_keys
 
     raw = {"hot": [(b"\0\0\0\0", [_block(77, 78, {1: 1})]), (b"\1\0\0\0", [_block(88, 89, {})])]}
     assert stale_keys(raw, {77}) == {"hot": [b"\0\0\0\0"]}

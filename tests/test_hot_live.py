@@ -10,9 +10,8 @@ import pytest
 from guestproc import start_guest
 
 from vprof.bpf.loader import Loader
-from vprof.events import decode
-from vprof.hot import decode_hot
-from vprof.profiler import stale_keys
+from vprof.records.hot import decode_hot
+from vprof.records.maps import decode, stale_keys
 
 pytestmark = [pytest.mark.live, pytest.mark.kvm]
 KVM_EXIT_IO = 2  # include/uapi/linux/kvm.h

@@ -119,7 +119,7 @@ def test_vms_command_lists_a_running_guest(tag: str) -> None:
 @pytest.mark.live
 def test_live_pipeline_attributes_each_guests_events_to_its_name(tag: str) -> None:
     from vprof.guest.workloads import PIO_PORT
-    from vprof.profiler import Profiler, ProfilerConfig
+    from vprof.pipeline.profiler import Profiler, ProfilerConfig
 
     start_guest = _guestproc().start_guest
     names = (f"{tag}-p1", f"{tag}-p2")

@@ -19,7 +19,7 @@ from guestproc import start_guest
 
 from vprof.guest import workloads as W
 from vprof.model import Ledger, Snapshot, VcpuStat, VmStat
-from vprof.profiler import Profiler, ProfilerConfig
+from vprof.pipeline.profiler import Profiler, ProfilerConfig
 
 pytestmark = [pytest.mark.live, pytest.mark.kvm]
 
@@ -84,7 +84,10 @@ def _check_vcpus(
         # spinning vCPU may wait longer than it runs (measured: 54 %).
         rest = {k: ns for k, ns in d.items() if k != Ledger.RUNQUEUE.value}
         assert d[largest.value] == max(rest.values()), d
-        assert d[largest.value] + d[Ledger.RUNQUEUE.value] > interval * 0.9, d
+        # 0.8, not 0.9: on kvm_pvm each halt of the hlt guest (1000/s) is a #GP into
+        # its CPL0 handler, emulated instruction by instruction, charged in_kvm_run:
+        # 10.7 % of the interval in a clean-clone CI run, with halted at 86.4 %.
+        assert d[largest.value] + d[Ledger.RUNQUEUE.value] > interval * 0.8, d
     return out
 
 

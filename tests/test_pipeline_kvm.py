@@ -14,6 +14,7 @@ opcode 0xf4.  The guest's final DONE port write adds one KVM_EXIT_IO per vCPU.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pytest
@@ -84,7 +85,7 @@ def _check_buckets(vm: VmStat, workload: str) -> None:
         assert _reason(vm, "kvm_vcpu_wakeup").bucket is Bucket.CONTEXT_SWITCH
 
 
-def _check_ledger(vm: VmStat, result: dict[str, Any], workload: str) -> None:
+def _check_ledger(vm: VmStat, result: dict[str, Any], workload: str, lifetime_ns: int) -> None:
     tids = {v["tid"] for v in result["vcpus"]}
     seen = {v.tid: v for v in vm.vcpus}
     assert tids <= set(seen), f"vCPU threads {tids - set(seen)} missing"
@@ -92,9 +93,10 @@ def _check_ledger(vm: VmStat, result: dict[str, Any], workload: str) -> None:
     for tid in tids:
         v = seen[tid]
         assert v.index == index[tid]  # from the inventory, taken while the VM ran
-        total = sum(v.ledger.values())
-        assert abs(total - v.wall_ns) <= v.wall_ns / 100
-        assert v.wall_ns > 0
+        # The thread's ledger lies within the guest process's lifetime on the monotonic
+        # clock (the 1 % closure against the clock is test_pipeline_ledger_kvm's,
+        # between two reads while the threads run).
+        assert 0 < sum(v.ledger.values()) <= lifetime_ns
         assert v.ledger[Ledger.GUEST] == 0  # no kvm_entry on this backend
         share = {k: ns / v.wall_ns for k, ns in v.ledger.items()}
         if workload == "pio":
@@ -112,12 +114,14 @@ def _check_ledger(vm: VmStat, result: dict[str, Any], workload: str) -> None:
 def test_exact_counts(workload: str, vcpus: int) -> None:
     prof = shared_profiler()
     name = f"pl-{workload}-{vcpus}-{os.getpid()}"
+    t0 = time.monotonic_ns()
     result, vm = run_guest(prof, name, workload, vcpus=vcpus, count=COUNTS[workload])
+    lifetime_ns = time.monotonic_ns() - t0
     assert result["total_ops"] == COUNTS[workload] * vcpus
     assert (vm.name, vm.vcpu_count) == (name, vcpus)
     _check_counts(vm, result)
     _check_buckets(vm, workload)
-    _check_ledger(vm, result, workload)
+    _check_ledger(vm, result, workload, lifetime_ns)
 
 
 def test_memory_events_only_at_cpl3() -> None:
@@ -143,7 +147,7 @@ def test_probe_status_and_backend() -> None:
 
 def test_two_profilers_in_one_process_count_separately() -> None:
     """bcc shares maps by name per process: each Profiler must get its own."""
-    from vprof.profiler import Profiler, ProfilerConfig
+    from vprof.pipeline.profiler import Profiler, ProfilerConfig
 
     io = ProfilerConfig(families=frozenset({"io"}))
     with Profiler(io) as a, Profiler(io) as b:
@@ -167,3 +171,23 @@ def test_vm_named_at_first_kvm_run_keeps_name_after_exit() -> None:
     vm = next(v for v in snap.vms if v.pid == g.pid)
     assert (vm.name, vm.name_source, vm.vcpu_count) == (name, "qemu -name", 2)
     assert snap.map_overflows.get("new_vcpus_ringbuf", 0) == 0
+
+
+@pytest.mark.parametrize("families", [("exits", "vmm"), ("exits", "vmm", "io")])
+def test_kvm_userspace_exit_has_one_program_that_counts_for_io_only_with_io(
+    families: tuple[str, ...],
+) -> None:
+    """exits' kvm_userspace_exit program serves io too (vprof/bpf/source.py,
+    SHARED_TRACEPOINT): with io off it counts nothing for io, with both on each
+    exit once, and io attaches no second program (with exits off, io's own
+    counts: test_two_profilers_in_one_process_count_separately)."""
+    from vprof.pipeline.profiler import Profiler, ProfilerConfig
+
+    config = ProfilerConfig(families=frozenset(families), bpf_stats=True)
+    with Profiler(config) as prof:
+        result, vm = run_guest(prof, f"pl-shared-{len(families)}", "pio", count=500)  # vmm names it
+        progs = [p.name for p in prof.snapshot().progs if p.name.endswith("kvm_userspace_exit")]
+    assert progs == ["exits:raw_tracepoint__kvm_userspace_exit"]
+    exits = sum(r.count for r in vm.reasons if r.reason == "KVM_EXIT_IO")
+    own = ops(result, "pio_out") + ops(result, "pio_in") + 1  # + the done port
+    assert exits == (own if "io" in families else 0)

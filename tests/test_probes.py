@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vprof.bpf.cli import probes
-from vprof.bpf.loader import prog_stats
-from vprof.bpf.source import CORE, missing_tracepoints, render
-from vprof.events import VcpuRecord
-from vprof.ledger import split_kernel, state_ns, vcpu_ledger
+from vprof.bpf.loader import _first_line, prog_stats
+from vprof.bpf.source import CORE, SHARED_TRACEPOINT, missing_tracepoints, render
 from vprof.model import PROBE_FAMILIES, Bucket, Ledger
-from vprof.profiler import detect_backend, stale_keys
+from vprof.pipeline.ledger import split_kernel, state_ns, vcpu_ledger
+from vprof.pipeline.probes_cli import probes
+from vprof.pipeline.profiler import detect_backend
+from vprof.records.events import VcpuRecord
+from vprof.records.maps import stale_keys
 
 
 @pytest.mark.parametrize("family", [CORE, *PROBE_FAMILIES])
@@ -94,7 +95,7 @@ def test_cli_dump_and_bad_usage() -> None:
     runner = CliRunner()
     out = runner.invoke(probes, ["--dump", "--families", "io"])
     assert out.exit_code == 0
-    assert "TRACEPOINT_PROBE(kvm, kvm_pio)" in out.output
+    assert "VPROF_RAW_PROBE(kvm, kvm_pio)" in out.output
     assert "TRACEPOINT_PROBE(sched, sched_switch)" not in out.output
     for args in ([], ["--dump", "--check"], ["--dump", "--families", "bogus"]):
         bad = runner.invoke(probes, args)
@@ -106,3 +107,51 @@ def test_cli_check_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     out = CliRunner().invoke(probes, ["--check"])
     assert out.exit_code == 2 and "root" in out.output
+
+
+def test_a_refused_program_reports_the_verifier_logs_end() -> None:
+    # what bcc prints to fd 2 when the kernel refuses a program (6.1, io)
+    log = "\n".join(
+        [
+            "bpf: Failed to load program: Permission denied",
+            "0: R1=ctx(off=0,imm=0) R10=fp0",
+            "; u64 pt = bpf_get_current_pid_tgid();",
+            "41: (79) r1 = *(u64 *)(r6 +0)",
+            "R6 unbounded memory access, make sure to bounds check any such access",
+            "processed 57 insns (limit 1000000) max_states_per_insn 0 total_states 3",
+        ]
+    )
+    err = Exception("Failed to load BPF program b'tracepoint__kvm__kvm_userspace_exit'")
+    reason = _first_line(err, log)
+    assert reason.startswith("Failed to load BPF program b'tracepoint__kvm__kvm_userspace_exit'")
+    assert reason.endswith("R6 unbounded memory access, make sure to bounds check any such access")
+    assert "processed" not in reason
+    # a compile error keeps clang's first error line
+    clang = "/virtual/main.c:12:5: error: no member named 'vcpu_id'\n1 error generated."
+    assert _first_line(Exception("Failed to compile BPF module"), clang).endswith(
+        "no member named 'vcpu_id'"
+    )
+
+
+def test_kernel_release_parses_debian_and_odd_releases() -> None:
+    from vprof.bpf.loader import kernel_release
+
+    assert kernel_release("5.10.0-46-amd64") == (5, 10)
+    assert kernel_release("6.12.117+deb12-amd64") == (6, 12)
+    assert kernel_release("6.18.44-fc-v857") == (6, 18)
+    assert kernel_release("6.1rc3") == (6, 1)
+    assert kernel_release("weird") == (99, 0)
+
+
+def test_one_program_per_tracepoint_when_every_family_loads() -> None:
+    # The loader renders io without kvm_userspace_exit once exits is attached
+    # (vprof/bpf/loader.py): exits' program counts it for io.
+    without = {"io": (SHARED_TRACEPOINT,)}
+    tps = [tp for f in PROBE_FAMILIES for tp in render(f, without=without.get(f, ())).tracepoints]
+    assert len(tps) == len(set(tps))
+    assert SHARED_TRACEPOINT in render("exits").tracepoints
+    io = render("io", without=(SHARED_TRACEPOINT,))
+    assert SHARED_TRACEPOINT not in io.tracepoints + io.raw
+    assert "#define VPROF_WITHOUT_kvm_userspace_exit 1" in io.text
+    # without exits, io keeps its own
+    assert SHARED_TRACEPOINT in render("io").tracepoints

@@ -50,7 +50,7 @@ def test_a_missing_tracepoint_switches_off_only_its_family(tmp_path: Path) -> No
 
 CHILD = """
 import time
-from vprof.profiler import Profiler, ProfilerConfig
+from vprof.pipeline.profiler import Profiler, ProfilerConfig
 p = Profiler(ProfilerConfig(families=frozenset({"vmm", "sched"}), bpf_stats=True))
 try:
     time.sleep(0.5)
@@ -84,7 +84,7 @@ def test_signals_detach_and_restore_bpf_stats(sig: signal.Signals) -> None:
 def test_a_full_map_is_counted_not_silently_lost() -> None:
     from guestproc import start_guest
 
-    from vprof.events import decode
+    from vprof.records.maps import decode
 
     # Room for one I/O series; the pio guest makes three (OUT, IN, DONE port).
     loader = Loader(("io",), map_bounds={"io": 1})

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = """
 import atexit, json, sys
 from pathlib import Path
-from vprof.profiler import Profiler, ProfilerConfig
+from vprof.pipeline.profiler import Profiler, ProfilerConfig
 
 prof = Profiler(ProfilerConfig(families=frozenset({"sched", "vmm"})))
 ids = []

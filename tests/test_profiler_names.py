@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fixtures.proc.fakeproc import FakeProc
 
-from vprof.profiler import _Names
+from vprof.pipeline.names import Names as _Names
 
 
 def _names(fake: FakeProc) -> _Names:

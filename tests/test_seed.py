@@ -1,4 +1,4 @@
-"""Registering already-running vCPU threads from the inventory (vprof/seed.py)."""
+"""Registering already-running vCPU threads from the inventory (vprof/pipeline/seed.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from types import MappingProxyType
 
 import pytest
 
-from vprof import events as ev
 from vprof.inventory.threads import run_state
 from vprof.inventory.types import InventoryView, ThreadInfo, VmInfo
-from vprof.seed import seed_vcpus
+from vprof.pipeline.seed import seed_vcpus
+from vprof.records import events as ev
 
 KVM_RUN_BLOCKED = "16 0xc 0xae80 0x0 0x0 0x0 0x0 0x7ffd 0x7f00"
 
@@ -35,7 +35,7 @@ def test_run_state(syscall: str, expect: tuple[bool, bool]) -> None:
         (True, False, "in_kvm_run", "in_kvm_run", 0),
         (True, True, "halted", "in_kvm_run", ev.F_BLOCKED),
         (False, False, "vmm_userspace", "vmm_userspace", 0),
-        (False, True, "vmm_userspace", "vmm_userspace", ev.F_BLOCKED),
+        (False, True, "vmm_blocked", "vmm_userspace", ev.F_BLOCKED),
     ],
 )
 def test_seed_state_decodes_as_the_probes_make_it(

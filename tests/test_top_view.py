@@ -114,6 +114,13 @@ def test_hostile_names_are_sanitised_and_truncated() -> None:
         assert "rm -rf" not in row
 
 
+def test_names_equal_once_sanitised_stay_two_rows() -> None:
+    d = delta(("web\x1b[1m", "7:7", Load(pio=10)), ("web\x1b[2m", "8:8", Load(pio=5)))
+    assert sorted(r.name for r in view.vm_rows(d)) == ["web", "web~8"]
+    rows = [ln.split()[0] for ln in frame(d).splitlines() if ln.startswith("web")]
+    assert sorted(rows) == ["web", "web~8"]
+
+
 @pytest.mark.parametrize(("width", "height"), [(80, 24), (100, 30), (120, 40), (60, 10)])
 def test_frames_fit_the_terminal_and_columns_drop_by_priority(width: int, height: int) -> None:
     d = delta(*((f"vm-{i:02d}", f"{i}:{i}", Load(pio=i * 100, cpuid=i)) for i in range(1, 40)))
@@ -260,7 +267,8 @@ def test_decode_keys() -> None:
 
 
 def test_drill_down_explains_the_top_reason_from_the_taxonomy() -> None:
-    taxonomy = pytest.importorskip("vprof.taxonomy")
+    from vprof import taxonomy
+
     d = delta(("pio-vm", "1:1", Load(pio=100)))
     text, _ = screen.compose(d, Stream(), state.UiState(drill="1:1"), 200, 40, 2)
     why = taxonomy.classify_event("kvm_pio").reason
@@ -311,7 +319,7 @@ def test_drill_down_explains_every_taxonomy_entry_by_the_name_snapshots_carry() 
     # Beyond the first 0x410 codes: SEV-ES VMGEXIT codes and SVM_EXIT_ERR.
     assert explain.reason_line("svm", "vmgexit_mmio_read") is not None
     assert explain.reason_line("svm", "invalid_guest_state") is not None
-    # Flag and MMIO suffixes (vprof/reasons.py) explain as their base reason.
+    # Flag and MMIO suffixes (vprof/pipeline/reasons.py) explain as their base reason.
     npf = explain.reason_line("svm", "npf")
     assert npf is not None and explain.reason_line("svm", "npf+MMIO") == npf
     assert explain.reason_line("userspace", "KVM_EXIT_IO") is not None
