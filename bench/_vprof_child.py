@@ -15,12 +15,18 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 
 def main() -> int:
     tree, stats = sys.argv[1], "--stats" in sys.argv[2:]
     sys.path.insert(0, tree)
-    from vprof.profiler import Profiler, ProfilerConfig
+    # By file, not by ImportError: the .venv's editable install would supply
+    # a subpackage this checkout lacks from the other one.
+    if (Path(tree) / "vprof" / "pipeline" / "profiler.py").is_file():
+        from vprof.pipeline.profiler import Profiler, ProfilerConfig
+    else:  # a checkout from before the layout of issue 11
+        from vprof.profiler import Profiler, ProfilerConfig  # type: ignore[no-redef]
 
     with Profiler(ProfilerConfig(bpf_stats=stats)) as prof:
         first = prof.snapshot()

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vprof.guest.args import RUNNER_MODULE, GuestArgs, runner_argv
-from vprof.guest.workloads import MODES, WORKLOADS
+from vprof.guest.workloads import HARDWARE_ONLY, MODES, WORKLOADS
 
 
 def measure(workload: str, mode: str, vcpus: int, seconds: float) -> dict[str, float]:
@@ -35,7 +35,10 @@ def measure(workload: str, mode: str, vcpus: int, seconds: float) -> dict[str, f
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=1.0, help="run time of each guest")
-    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
+    default = ",".join(w for w in WORKLOADS if w not in HARDWARE_ONLY)
+    p.add_argument(
+        "--workloads", default=default, help="comma-separated (vmcall: SVM/VMX hosts only)"
+    )
     ns = p.parse_args()
     print(f"guest iterations per second ({ns.seconds:g} s per run)\n")
     print("| workload | mode | vCPUs | total /s | per vCPU /s (min-max) |")

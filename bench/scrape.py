@@ -2,7 +2,7 @@
 
 Synthetic snapshots (no BPF): each VM has 8 vCPU threads with a full ledger,
 ~16 exit reasons with histograms, and a dozen I/O addresses, which is more
-detail than a busy production VM shows.  A real `Daemon` (vprof/daemon.py)
+detail than a busy production VM shows.  A real `Daemon` (vprof/daemon/core.py)
 serves them over HTTP on a loopback port; we time GET /metrics end to end.
 
     .venv/bin/python bench/scrape.py [--vms 500] [--vcpus 8] [--scrapes 20]
@@ -15,75 +15,15 @@ and the snapshots the daemon keeps (current, previous and the reload base).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import time
 import urllib.request
 from dataclasses import replace
 
-from vprof.config import DaemonConfig
-from vprof.daemon import Daemon
-from vprof.model import (
-    HIST_SLOTS,
-    Bucket,
-    IoStat,
-    Ledger,
-    ProbeStatus,
-    ReasonStat,
-    Snapshot,
-    VcpuStat,
-    VmStat,
-)
-from vprof.model import PROBE_FAMILIES as FAMILIES
-
-REASONS = [
-    ("vmx", "EPT_VIOLATION", Bucket.MEMORY), ("vmx", "EPT_MISCONFIG", Bucket.IO),
-    ("vmx", "IO_INSTRUCTION", Bucket.IO), ("vmx", "MSR_WRITE", Bucket.PRIVILEGED),
-    ("vmx", "MSR_READ", Bucket.PRIVILEGED), ("vmx", "CPUID", Bucket.PRIVILEGED),
-    ("vmx", "HLT", Bucket.CONTEXT_SWITCH), ("vmx", "EXTERNAL_INTERRUPT", Bucket.CONTEXT_SWITCH),
-    ("vmx", "PAUSE_INSTRUCTION", Bucket.CONTEXT_SWITCH), ("vmx", "APIC_WRITE", Bucket.IO),
-    ("vmx", "PREEMPTION_TIMER", Bucket.CONTEXT_SWITCH), ("vmx", "CR_ACCESS", Bucket.PRIVILEGED),
-    ("vmx", "XSETBV", Bucket.PRIVILEGED), ("vmx", "unknown:vmx:99", Bucket.UNCLASSIFIED),
-    ("event", "kvm_mmu_set_spte", Bucket.MEMORY), ("userspace", "KVM_EXIT_MMIO", Bucket.IO),
-]  # fmt: skip
-
-
-def synthetic_vm(i: int, vcpus: int, rng: random.Random) -> VmStat:
-    pid = 10_000 + i * 100
-    threads = tuple(
-        VcpuStat(
-            tid=pid + 1 + c,
-            index=c,
-            wall_ns=10**12,
-            ledger={cat.value: rng.randrange(10**10) for cat in Ledger},
-            events={b.value: rng.randrange(10**7) for b in Bucket},
-            runqueue_wait_ns=rng.randrange(10**10),
-            preemptions=rng.randrange(10**5),
-            voluntary_switches=rng.randrange(10**6),
-            wakeups=rng.randrange(10**6),
-        )
-        for c in range(vcpus)
-    )
-    reasons = tuple(
-        ReasonStat(isa, name, bucket, rng.randrange(10**8), rng.randrange(10**12),
-                   tuple(rng.randrange(10**6) for _ in range(HIST_SLOTS)))
-        for isa, name, bucket in REASONS
-    )  # fmt: skip
-    io = tuple(
-        IoStat(kind, d, addr, 4, rng.randrange(10**7))
-        for kind, d, addr in [("pio", "out", 0x3F8 + k) for k in range(6)]
-        + [("mmio", "write", 0xFEB00000 + 0x1000 * k) for k in range(6)]
-    )
-    name = f"tenant-{i:04d}-vm"
-    uuid = f"00000000-0000-0000-0000-{i:012d}"
-    return VmStat(f"{pid}:1", pid, name, name, "qemu", uuid, "qemu", vcpus, threads, reasons, io)
-
-
-def synthetic_snapshot(vms: int, vcpus: int, exit_timing: bool) -> Snapshot:
-    rng = random.Random(42)
-    probes = tuple(ProbeStatus(f, True, "") for f in FAMILIES)
-    return Snapshot(time.time(), time.monotonic_ns(), 5 * 10**9, "vmx", exit_timing,
-                    tuple(synthetic_vm(i, vcpus, rng) for i in range(vms)), probes)  # fmt: skip
+from vprof.daemon.config import DaemonConfig
+from vprof.daemon.core import Daemon
+from vprof.model import ProbeStatus, Snapshot
+from vprof.sources.synthetic import synthetic_snapshot
 
 
 class StaticSource:
@@ -109,7 +49,7 @@ def rss_mb() -> tuple[float, float]:
 def measure(snap: Snapshot, granularity: str, scrapes: int) -> dict[str, float]:
     """Times of one Daemon serving `snap`: the per-interval render and GET /metrics."""
     cfg = DaemonConfig(listen="127.0.0.1:0", granularity=granularity)
-    d = Daemon(cfg, lambda _: StaticSource(snap))
+    d = Daemon(cfg, lambda _cfg, _stopping: StaticSource(snap))
     d.start()
     assert d.server is not None
     url = f"http://127.0.0.1:{d.server.server_address[1]}/metrics"
