@@ -301,10 +301,18 @@ def test_ledger_closes_on_the_monotonic_clock_and_agrees_with_schedstat(
         tids = [(g.pid, v["tid"]) for g in guests for v in g.ready["vcpus"]]
         for g in guests:
             prof.wait_named(g.pid, 30)
-        with bracketing_reads(monkeypatch, tids, brackets):
-            first = {v.tid: v for vm in prof.snapshot().vms for v in vm.vcpus}
-            time.sleep(3.0)
-            second = {v.tid: v for vm in prof.snapshot().vms for v in vm.vcpus}
+        started = time.monotonic()
+        try:
+            with bracketing_reads(monkeypatch, tids, brackets):
+                first = {v.tid: v for vm in prof.snapshot().vms for v in vm.vcpus}
+                time.sleep(3.0)
+                second = {v.tid: v for vm in prof.snapshot().vms for v in vm.vcpus}
+        except FileNotFoundError as e:  # a vCPU thread is gone: say whose, and why
+            gone = [(g.pid, g.proc.poll(), g.stderr()[-2000:]) for g in guests]
+            raise AssertionError(
+                f"{e.filename} vanished {time.monotonic() - started:.1f} s into the reads;"
+                f" guests (pid, exit status, stderr): {gone}"
+            ) from e
     (a_pre, a_post), (b_pre, b_post) = brackets[-2:]
     clock = (b_pre[0] - a_post[0], b_post[0] - a_pre[0])
     for t in tids:

@@ -11,6 +11,14 @@ from collections.abc import Iterable
 # its own (vprof/bpf/).  Config files and `--families` use these names.
 PROBE_FAMILIES: tuple[str, ...] = ("exits", "io", "vmm", "privileged", "memory", "sched")
 
+# The order they compile in at start-up (vprof/bpf/loader.py).  vmm first: once
+# it is on, each new vCPU thread's first KVM_RUN makes a new-vCPU record, and
+# the Namer (vprof/pipeline/names.py) names a VM that starts while the others
+# compile and exits before the next snapshot.  Loaded after io, such a VM's
+# threads were first met by io's programs, no record came, and it stayed pid-N.
+# exits before io: io leaves out the program it shares with exits.
+LOAD_ORDER: tuple[str, ...] = ("vmm", "exits", "io", "privileged", "memory", "sched")
+
 
 class UnknownFamilies(ValueError):
     """Probe family names that are not in PROBE_FAMILIES (in the order given)."""
