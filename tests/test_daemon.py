@@ -7,6 +7,7 @@ in a subprocess; tests/test_daemon_e2e.py runs the real thing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from click.testing import CliRunner
 
 from vprof.daemon.command import Daemon, StartupError, alive, daemon
 from vprof.daemon.config import DaemonConfig
+from vprof.daemon.core import SourceFactory
 from vprof.model import Bucket, ProbeStatus, ReasonStat, Snapshot, VcpuStat, VmStat
 from vprof.sources.absent import PERF_WAITING
 
@@ -101,20 +103,30 @@ def get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[tuple[Daemon, str, Path]]:
-    conf = tmp_path / "vprof.toml"
-    conf.write_text(f'listen = "127.0.0.1:{free_port()}"\ninterval = 60\n')
+@contextlib.contextmanager
+def fake_daemon(
+    tmp_path: Path, source: SourceFactory | None = None
+) -> Iterator[tuple[Daemon, Path]]:
+    """A started Daemon on a free local port (interval 60: ticks are the test's) over
+    `source` (FakeSource by default), with its config file; shut down on leaving."""
     from vprof.daemon import config
 
-    d = Daemon(config.load(str(conf)), FakeSource, str(conf), {})
+    conf = tmp_path / "vprof.toml"
+    conf.write_text(f'listen = "127.0.0.1:{free_port()}"\ninterval = 60\n')
+    d = Daemon(config.load(str(conf)), source or FakeSource, str(conf), {})
     d.start()
-    assert d.server is not None
-    host, port = d.server.server_address[:2]
     try:
-        yield d, f"http://{host}:{port}", conf
+        yield d, conf
     finally:
         d.shutdown()
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[tuple[Daemon, str, Path]]:
+    with fake_daemon(tmp_path) as (d, conf):
+        assert d.server is not None
+        host, port = d.server.server_address[:2]
+        yield d, f"http://{host}:{port}", conf
 
 
 def test_metrics_and_healthz_over_http(started: tuple[Daemon, str, Path]) -> None:

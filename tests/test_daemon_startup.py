@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon import FakeSource, free_port
+from test_daemon import FakeSource, fake_daemon
 
 from vprof.daemon import config
 from vprof.daemon.command import Daemon
@@ -38,14 +38,8 @@ class Compiling(FakeSource):
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    conf = tmp_path / "vprof.toml"
-    conf.write_text(f'listen = "127.0.0.1:{free_port()}"\ninterval = 60\n')
-    d = Daemon(config.load(str(conf)), Compiling, str(conf), {})
-    d.start()
-    try:
+    with fake_daemon(tmp_path, Compiling) as (d, _):
         yield d
-    finally:
-        d.shutdown()
 
 
 def test_a_family_counts_from_its_attach_not_from_the_next_tick(daemon: Daemon) -> None:
@@ -103,11 +97,7 @@ def _auto_or_perf(cfg: config.DaemonConfig, stopping: Callable[[], bool]) -> Fak
 def test_auto_hands_over_to_perf_once_loading_ends_and_counters_carry_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    conf = tmp_path / "vprof.toml"
-    conf.write_text(f'listen = "127.0.0.1:{free_port()}"\ninterval = 60\n')
-    d = Daemon(config.load(str(conf)), _auto_or_perf, str(conf), {})
-    d.start()
-    try:
+    with fake_daemon(tmp_path, _auto_or_perf) as (d, _):
         bpf = d._source
         assert isinstance(bpf, Auto) and d.cfg.source == "auto"
         bpf.ready.append("io")
@@ -135,5 +125,3 @@ def test_auto_hands_over_to_perf_once_loading_ends_and_counters_carry_on(
         assert "probe family sched is off: failed to load: no" not in caplog.text
         d._settle_auto()  # decided once: the perf source stays
         assert isinstance(d._source, Perf)
-    finally:
-        d.shutdown()

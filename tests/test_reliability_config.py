@@ -12,10 +12,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from test_daemon import FakeSource, free_port, get
-
-from vprof.daemon import config
-from vprof.daemon.core import Daemon
+from test_daemon import fake_daemon, get
 
 pytestmark = [pytest.mark.reliability]
 
@@ -36,11 +33,7 @@ BAD = [
 def test_a_bad_reload_keeps_the_running_config(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str | None, message: str
 ) -> None:
-    conf = tmp_path / "vprof.toml"
-    conf.write_text(f'listen = "127.0.0.1:{free_port()}"\ninterval = 60\n')
-    d = Daemon(config.load(str(conf)), FakeSource, str(conf), {})
-    d.start()
-    try:
+    with fake_daemon(tmp_path) as (d, conf):
         d.tick()
         assert d.server is not None
         host, port = d.server.server_address[:2]
@@ -58,5 +51,3 @@ def test_a_bad_reload_keeps_the_running_config(
         code, text_out = get(f"http://{host}:{port}/metrics")
         assert code == 200 and 'vprof_config_reloads_total{result="error"} 1.0' in text_out
         assert 'vm="fake-vm"' in text_out
-    finally:
-        d.shutdown()

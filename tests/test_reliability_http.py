@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon import FakeSource, free_port, get
+from test_daemon import fake_daemon, get
 
-from vprof.daemon import config
 from vprof.daemon import http as exposition
 from vprof.daemon.core import Daemon
 
@@ -29,16 +28,10 @@ pytestmark = [pytest.mark.reliability]
 @pytest.fixture
 def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Daemon, int]]:
     monkeypatch.setattr(exposition._QuietHandler, "timeout", 1.0)  # the real one is 10 s
-    conf = tmp_path / "vprof.toml"
-    port = free_port()
-    conf.write_text(f'listen = "127.0.0.1:{port}"\ninterval = 60\n')
-    d = Daemon(config.load(str(conf)), FakeSource, str(conf), {})
-    d.start()
-    d.tick()
-    try:
-        yield d, port
-    finally:
-        d.shutdown()
+    with fake_daemon(tmp_path) as (d, _):
+        d.tick()
+        assert d.server is not None
+        yield d, d.server.server_address[1]
 
 
 def _scrape_ok(port: int) -> float:
