@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability import DaemonProc, left_behind, prog_ids
+from reliability import DaemonProc, left_behind
 
 pytestmark = [pytest.mark.live, pytest.mark.kvm, pytest.mark.reliability]
 
@@ -70,7 +70,7 @@ def test_stop_while_bcc_compiles(tmp_path: Path, source: str) -> None:
 def _running(tmp_path: Path, conf: str) -> DaemonProc:
     d = DaemonProc(tmp_path, conf)
     d.wait_healthy()
-    assert prog_ids(d.p.pid), "the daemon holds no BPF program"
+    assert d.own_progs(), "the daemon holds no BPF program"
     return d
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import unavailable
-from reliability import DaemonProc, left_behind, prog_ids, wait_for
+from reliability import DaemonProc, left_behind, wait_for
 from test_daemon import get
 
 pytestmark = [pytest.mark.live]
@@ -52,7 +52,7 @@ def test_a_family_off_hands_over_to_perf_with_one_line(tmp_path: Path) -> None:
     hide = _hide([f"{t}/events/{HIDDEN}" for t in tracefs])
     d = DaemonProc(tmp_path, 'interval = 0.2\nsource = "auto"\n', prefix=hide)
     try:
-        held = wait_for("a BPF program of the daemon", lambda: prog_ids(d.p.pid), 60, 0.05)
+        held = wait_for("a BPF program of the daemon", d.own_progs, 60, 0.05)
         doc = wait_for("the perf source", lambda: (h := _health(d))["source"] == "perf" and h, 120)
         log = d.log.read_text()
         lines = [ln for ln in log.splitlines() if "source auto:" in ln]
@@ -63,7 +63,7 @@ def test_a_family_off_hands_over_to_perf_with_one_line(tmp_path: Path) -> None:
         assert log.index("probe family exits attached") < log.index(FALLBACK), log
         assert "probe family privileged is off: failed to load" not in log, log
         # The kernel holds no BPF program of the daemon any more: perf counts.
-        wait_for("the BPF programs closed", lambda: not prog_ids(d.p.pid), 10, 0.1)
+        wait_for("the BPF programs closed", lambda: not d.own_progs(), 10, 0.1)
         assert 'vprof_source_info{source="perf"} 1.0' in d.metrics()
         rc, _ = d.stop(signal.SIGTERM)
         assert rc == 0, log
