@@ -125,3 +125,31 @@ def test_auto_hands_over_to_perf_once_loading_ends_and_counters_carry_on(
         assert "probe family sched is off: failed to load: no" not in caplog.text
         d._settle_auto()  # decided once: the perf source stays
         assert isinstance(d._source, Perf)
+
+
+def test_healthz_names_the_fallback_from_the_moment_perf_serves(tmp_path: Path) -> None:
+    """/healthz (another thread) may read while auto swaps in the perf source: from
+    the moment the daemon's source is perf, source_why must be auto's reason (it
+    once said "--source perf" for an instant, and a scraper saw it)."""
+    seen: list[dict[str, object]] = []
+    daemons: list[Daemon] = []
+
+    class Watched(Perf):
+        def status(self) -> tuple[ProbeStatus, ...]:
+            d = daemons[0] if daemons else None
+            if d is not None and d._source is self and not seen:  # /healthz sees it now
+                seen.append(d.health()[1])
+            return super().status()
+
+    def factory(cfg: config.DaemonConfig, stopping: Callable[[], bool]) -> FakeSource:
+        return Watched(cfg, stopping) if cfg.source == "perf" else Auto(cfg, stopping)
+
+    with fake_daemon(tmp_path, factory) as (d, _):
+        daemons.append(d)
+        auto = d._source
+        assert isinstance(auto, Auto)
+        auto.done = True  # loading ended with sched off
+        d._settle_auto()
+        assert isinstance(d._source, Watched) and seen, seen
+        assert seen[0]["source"] == "perf", seen
+        assert str(seen[0]["source_why"]).startswith("BPF probe families off (sched"), seen

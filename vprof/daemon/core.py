@@ -155,7 +155,7 @@ class Daemon:
         log.info("serving /metrics and /healthz on %s:%s", host, port)
         self._open_first(self.cfg)
 
-    def _open_first(self, cfg: DaemonConfig) -> None:
+    def _open_first(self, cfg: DaemonConfig, why: str = "") -> None:
         # Importing bcc and compiling the shared maps take 1-3 s on a loaded
         # host, inside C calls that hold back signal handlers (they run in
         # the main thread, between bytecodes).  Opened in a thread, while the
@@ -165,7 +165,7 @@ class Daemon:
 
         def opener() -> None:
             try:
-                self._open_source(cfg)
+                self._open_source(cfg, why)
             except BaseException as e:  # re-raised in the main thread
                 failed.append(e)
             finally:
@@ -181,9 +181,10 @@ class Daemon:
         if not done.is_set():  # stopped: bcc may be compiling (see compiling_at_exit)
             self.compiling_at_exit = True
 
-    def _open_source(self, cfg: DaemonConfig) -> None:
+    def _open_source(self, cfg: DaemonConfig, why: str = "") -> None:
+        # `why` (auto's fallback) first: /healthz never shows the new source without it.
+        self._reported, self._fell_back = {}, why
         self._source = self._factory(cfg, lambda: self._stop)
-        self._reported, self._fell_back = {}, ""
         self._probes = self._configured(self._source.status(), cfg)
         self._report_probes()
 
@@ -273,8 +274,7 @@ class Daemon:
         if why is None:
             return
         log.warning("source auto: using the perf source: %s", why)
-        if self._swap_source(replace(self.cfg, source="perf"), restore=False):
-            self._fell_back = why
+        self._swap_source(replace(self.cfg, source="perf"), restore=False, why=why)
 
     def shutdown(self) -> None:
         started = time.monotonic()
@@ -369,7 +369,7 @@ class Daemon:
         self.exposition.prerender(self.state)
         log.info("config reloaded; changed: %s", ", ".join(changed) or "nothing")
 
-    def _swap_source(self, new: DaemonConfig, restore: bool = True) -> bool:
+    def _swap_source(self, new: DaemonConfig, restore: bool = True, why: str = "") -> bool:
         # Close first: the new Profiler attaches the same tracepoints.  The last
         # snapshot of the old one becomes the base its successor adds to.
         last = self.state.snapshot
@@ -382,7 +382,7 @@ class Daemon:
         if last is not None:
             self._base = remember(self._base, last)
         try:
-            self._open_first(new)  # a stop signal need not wait for bcc
+            self._open_first(new, why)  # a stop signal need not wait for bcc
         except Exception as e:  # fall back to the old config
             if self._stop:  # a stop signal cancelled the attach: nothing to restore
                 return False
