@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from test_daemon import free_port, get
-
-VPROF = Path(sys.executable).parent / "vprof"
+from test_daemon_e2e import VPROF
 
 
 def prog_ids(pid: int) -> set[int]:
@@ -127,17 +124,3 @@ class DaemonProc:
         if self.p.poll() is None:
             self.p.kill()
             self.p.wait()
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(step)

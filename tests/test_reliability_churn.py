@@ -40,8 +40,9 @@ from typing import Any
 
 import pytest
 from guestproc import GuestProcess, start_guest
-from reliability import DaemonProc, wait_for
+from reliability import DaemonProc
 from test_daemon import get
+from test_daemon_e2e import wait_for
 
 from vprof.guest.workloads import PIO_PORT
 

@@ -16,8 +16,9 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from reliability import DaemonProc, wait_for
+from reliability import DaemonProc
 from test_daemon import free_port, get
+from test_daemon_e2e import wait_for
 
 from vprof.guest.workloads import PIO_PORT
 

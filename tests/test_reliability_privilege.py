@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 from guestproc import REPO, GuestProcess
-from reliability import DaemonProc, wait_for
+from reliability import DaemonProc
 from test_daemon import get
+from test_daemon_e2e import wait_for
 
 from vprof.guest.args import RUNNER_MODULE, GuestArgs, runner_argv
 from vprof.guest.workloads import PIO_PORT

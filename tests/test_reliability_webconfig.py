@@ -15,8 +15,8 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from reliability import wait_for
 from test_daemon import FakeSource, free_port, get
+from test_daemon_e2e import wait_for
 
 from vprof.daemon import config
 from vprof.daemon.core import Daemon

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 from conftest import unavailable
-from reliability import DaemonProc, left_behind, wait_for
+from reliability import DaemonProc, left_behind
 from test_daemon import get
+from test_daemon_e2e import wait_for
 
 pytestmark = [pytest.mark.live]
 FALLBACK = "WARNING: source auto: using the perf source: BPF probe families off (privileged: "
