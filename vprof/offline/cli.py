@@ -49,6 +49,15 @@ def _output_options(f: F) -> F:
     return f
 
 
+def _wrote_html(cmd: str, html: str | None, page: str | None) -> bool:
+    """Write the --html page, if one was asked for; True if it was."""
+    if not html or page is None:
+        return False
+    Path(html).write_text(page)
+    click.echo(f"vprof {cmd}: wrote {html}", err=True)
+    return True
+
+
 def _emit(
     cmd: str,
     fmt: str | None,
@@ -248,11 +257,8 @@ def report(recording: str, fmt: str | None, table: str | None, html: str | None,
             page = report_html(rec, rep)
     except RecordingError as e:
         _fail("report", str(e))
-    if html and page is not None:
-        Path(html).write_text(page)
-        click.echo(f"vprof report: wrote {html}", err=True)
-        if fmt is None:
-            return
+    if _wrote_html("report", html, page) and fmt is None:
+        return
     head = {
         "recording": str(rec.path),
         "meta": rep.meta,
@@ -301,11 +307,8 @@ def diff(
             page = diff_html(rb, ra, tables)
     except RecordingError as e:
         _fail("diff", str(e))
-    if html and page is not None:
-        Path(html).write_text(page)
-        click.echo(f"vprof diff: wrote {html}", err=True)
-        if fmt is None:
-            return
+    if _wrote_html("diff", html, page) and fmt is None:
+        return
     head = {
         "before": str(rb.path),
         "after": str(ra.path),
