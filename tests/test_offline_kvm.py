@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from guestproc import start_guest
 from pipeline_fixtures import ops, shared_profiler
+from test_offline_timing import report_json
 
 from vprof.guest import workloads as W
 from vprof.model import Ledger, Snapshot, diff
@@ -56,18 +57,6 @@ def _record_run(
     return result, last
 
 
-def _report(path: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "vprof", "report", str(path), "--json", "--top", "100"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    doc: dict[str, Any] = json.loads(out.stdout)
-    return doc
-
-
 def _exported(snap: Snapshot, name: str) -> dict[tuple[str, ...], float]:
     found = {}
     for family in snapshot_families(snap, ExportOptions(granularity="full")):
@@ -87,7 +76,7 @@ def test_report_of_a_recording_holds_the_guest_counts(
     name = f"off-{workload}-{vcpus}-{os.getpid()}"
     result, last = _record_run(tmp_path / "r", name, workload, vcpus)
     assert result["total_ops"] == COUNTS[workload] * vcpus
-    doc = _report(tmp_path / "r")
+    doc = report_json(tmp_path / "r")
     t = {k: [r for r in v if r.get("vm") == name] for k, v in doc["tables"].items()}
     assert t["vms"] and t["vms"][0]["vcpus"] == vcpus
     io = {(r["kind"], r["direction"], r["address"]): r["count"] for r in t["io"]}

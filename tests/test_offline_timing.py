@@ -34,7 +34,8 @@ def _record(path: Path, snaps: list[Snapshot], part_intervals: int = 4) -> None:
     rec.close()
 
 
-def _report(path: Path) -> dict[str, Any]:
+def report_json(path: Path) -> dict[str, Any]:
+    """`vprof report PATH --json --top 100`, run as users run it, parsed."""
     out = subprocess.run(
         [sys.executable, "-m", "vprof", "report", str(path), "--json", "--top", "100"],
         capture_output=True,
@@ -60,7 +61,7 @@ def _bound(hist: list[int], q: float) -> int:
 def test_handling_histograms_and_slow_exits_reach_the_report(tmp_path: Path) -> None:
     snaps = list(delta_snapshots(TIMED, 10))
     _record(tmp_path / "r", snaps)
-    doc = _report(tmp_path / "r")
+    doc = report_json(tmp_path / "r")
     handling = {(r["vm"], r["reason"]): r for r in doc["tables"]["handling"]}
     slow = doc["tables"]["slow_exits"]
     for i in range(TIMED.vms):
@@ -93,7 +94,7 @@ def test_handling_histograms_and_slow_exits_reach_the_report(tmp_path: Path) -> 
 
 def test_without_exit_timing_no_timing_tables(tmp_path: Path) -> None:
     _record(tmp_path / "r", list(delta_snapshots(SyntheticHost(vms=2), 4)))
-    tables = _report(tmp_path / "r")["tables"]
+    tables = report_json(tmp_path / "r")["tables"]
     assert "handling" not in tables and "slow_exits" not in tables
     assert all(r["mean_handling_ns"] is None for r in tables["reasons"])
 
@@ -129,10 +130,10 @@ def _as_format_1(path: Path) -> None:
 def test_a_format_1_recording_reports_the_same(tmp_path: Path, timed: bool) -> None:
     host = TIMED if timed else SyntheticHost(vms=3)
     _record(tmp_path / "r", list(delta_snapshots(host, 9)))
-    new = _report(tmp_path / "r")
+    new = report_json(tmp_path / "r")
     assert new["meta"]["format_version"] == FORMAT_VERSION == 2
     _as_format_1(tmp_path / "r")
-    old = _report(tmp_path / "r")
+    old = report_json(tmp_path / "r")
     assert old["meta"]["format_version"] == 1
     # Summaries computed from the rows on reading equal those in the footers.
     assert old["tables"] == new["tables"] and old["seconds"] == new["seconds"] == 45.0
