@@ -16,23 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from test_daemon import free_port, get
-from test_daemon_e2e import VPROF
-
-
-def prog_ids(pid: int) -> set[int]:
-    """Ids of the BPF programs process `pid` holds now."""
-    ids: set[int] = set()
-    try:
-        entries = list(Path(f"/proc/{pid}/fdinfo").iterdir())
-    except OSError:
-        return ids
-    for fdinfo in entries:
-        try:
-            text = fdinfo.read_text()
-        except OSError:  # closed meanwhile
-            continue
-        ids.update(int(ln.split()[1]) for ln in text.splitlines() if ln.startswith("prog_id:"))
-    return ids
+from test_daemon_e2e import VPROF, progs_of
 
 
 def loaded(kind: str) -> list[dict[str, Any]]:
@@ -87,7 +71,7 @@ class DaemonProc:
 
     def own_progs(self) -> set[int]:
         """Ids of the BPF programs it holds now that it loaded (not older than it)."""
-        return prog_ids(self.p.pid) - self.before
+        return progs_of(self.p.pid) - self.before
 
     def wait_healthy(self, timeout: float = 120) -> None:
         """/healthz 200 with every family loaded: it is 200 from the first on."""

@@ -68,9 +68,14 @@ def bpf_progs() -> list[dict[str, Any]]:
 
 
 def progs_of(pid: int) -> set[int]:
-    """Ids of the BPF programs a process holds (bpftool here lists no owner pids)."""
-    ids = set()
-    for fdinfo in Path(f"/proc/{pid}/fdinfo").iterdir():
+    """Ids of the BPF programs a process holds now (bpftool here lists no owner pids);
+    none once it is gone."""
+    ids: set[int] = set()
+    try:
+        entries = list(Path(f"/proc/{pid}/fdinfo").iterdir())
+    except OSError:
+        return ids
+    for fdinfo in entries:
         try:
             text = fdinfo.read_text()
         except OSError:  # closed meanwhile
