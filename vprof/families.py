@@ -16,8 +16,9 @@ PROBE_FAMILIES: tuple[str, ...] = ("exits", "io", "vmm", "privileged", "memory",
 # the Namer (vprof/pipeline/names.py) names a VM that starts while the others
 # compile and exits before the next snapshot.  Loaded after io, such a VM's
 # threads were first met by io's programs, no record came, and it stayed pid-N.
-# exits before io: io leaves out the program it shares with exits.
-LOAD_ORDER: tuple[str, ...] = ("vmm", "exits", "io", "privileged", "memory", "sched")
+# The rest keep their order (exits before io: io leaves out the program it shares
+# with exits).  Derived, so a family added above is never left unloaded.
+LOAD_ORDER: tuple[str, ...] = ("vmm", *(f for f in PROBE_FAMILIES if f != "vmm"))
 
 
 class UnknownFamilies(ValueError):
